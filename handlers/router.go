@@ -1,0 +1,172 @@
+package handlers
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"presencestats"
+)
+
+const requestIDKey = "request_id"
+
+// Feature is a part of the API that adds its own routes (presence, reports, web pages).
+type Feature interface {
+	Register(r *gin.Engine)
+}
+
+// ReadinessCheck is one dependency that /readyz reports on.
+type ReadinessCheck struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// RouterConfig is what NewRouter needs.
+type RouterConfig struct {
+	Logger   *slog.Logger
+	Registry *prometheus.Registry // the service's own registry, served at /metrics
+	Checks   []ReadinessCheck
+	Features []Feature
+}
+
+// NewRouter returns the gin engine with recovery, request logging and metrics, the health
+// endpoints, and every feature's routes.
+func NewRouter(cfg RouterConfig) *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.ContextWithFallback = true
+	r.HandleMethodNotAllowed = true
+	m := newHTTPMetrics(cfg.Registry)
+	r.Use(requestLog(cfg.Logger, m), recovery(cfg.Logger))
+	r.NoRoute(func(c *gin.Context) {
+		writeError(c, cfg.Logger, presencestats.Errorf(presencestats.ENOTFOUND, "no route %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+	r.NoMethod(func(c *gin.Context) {
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, ErrorBody{Error: ErrorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
+	})
+
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", readyz(cfg.Checks))
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})))
+	for _, f := range cfg.Features {
+		f.Register(r)
+	}
+	return r
+}
+
+// readyz answers 200 when every dependency answers, 503 otherwise, naming each one's state.
+func readyz(checks []ReadinessCheck) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+		defer cancel()
+		status := http.StatusOK
+		deps := make(map[string]gin.H, len(checks))
+		for _, ch := range checks {
+			if err := ch.Check(ctx); err != nil {
+				status = http.StatusServiceUnavailable
+				deps[ch.Name] = gin.H{"status": "down", "error": presencestats.ErrorMessage(err)}
+				continue
+			}
+			deps[ch.Name] = gin.H{"status": "up"}
+		}
+		state := "ready"
+		if status != http.StatusOK {
+			state = "not_ready"
+		}
+		c.JSON(status, gin.H{"status": state, "dependencies": deps})
+	}
+}
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_http_requests_total", Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "presence_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.requests, m.latency)
+	return m
+}
+
+// requestLog gives every request an id (X-Request-ID, kept when the client sent a sane one) and
+// logs one line per request with route, status and latency.
+func requestLog(log *slog.Logger, m *httpMetrics) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		id := c.GetHeader("X-Request-ID")
+		if id == "" || len(id) > 64 {
+			id = uuid.NewString()
+		}
+		c.Set(requestIDKey, id)
+		c.Header("X-Request-ID", id)
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		status := c.Writer.Status()
+		elapsed := time.Since(start)
+		m.requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(status)).Inc()
+		m.latency.WithLabelValues(route).Observe(elapsed.Seconds())
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		log.LogAttrs(c.Request.Context(), level, "request",
+			slog.String("request_id", id), slog.String("method", c.Request.Method),
+			slog.String("route", route), slog.Int("status", status),
+			slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
+			slog.String("client_ip", c.ClientIP()))
+	}
+}
+
+// recovery turns a panic into a logged 500 without the panic's text in the answer.
+func recovery(log *slog.Logger) gin.HandlerFunc {
+	return gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, rec any) {
+		log.ErrorContext(c.Request.Context(), "panic", "panic", rec, "route", c.FullPath(),
+			"request_id", c.GetString(requestIDKey))
+		c.AbortWithStatusJSON(http.StatusInternalServerError, ErrorBody{Error: ErrorDetail{Code: presencestats.EINTERNAL, Message: "internal error"}})
+	})
+}
+
+// RequireUser lets any request with a valid token through; others get 401.
+func RequireUser(auth *TokenAuthority, log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if _, err := auth.authenticate(c); err != nil {
+			writeError(c, log, err)
+			return
+		}
+		c.Next()
+	}
+}
+
+// RequireAdmin lets admins through; other valid tokens get 403, none or invalid 401.
+func RequireAdmin(auth *TokenAuthority, log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		claims, err := auth.authenticate(c)
+		if err != nil {
+			writeError(c, log, err)
+			return
+		}
+		if claims.Role != RoleAdmin {
+			writeError(c, log, presencestats.Errorf(presencestats.EFORBIDDEN, "admin role required"))
+			return
+		}
+		c.Next()
+	}
+}

@@ -1,0 +1,94 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+
+	"presencestats"
+	"presencestats/migrations"
+)
+
+// OpenPool connects to PostgreSQL/TimescaleDB. Pool size and query mode come from the DSN
+// (pool_max_conns, default_query_exec_mode): the local WebAssembly build wants
+// pool_max_conns=1 and default_query_exec_mode=exec, a real server neither.
+func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	return pool, nil
+}
+
+// NewMigrator returns a goose provider over the embedded migrations that runs on pool's
+// connections. Close the returned *sql.DB when done (it does not close pool).
+func NewMigrator(pool *pgxpool.Pool) (*goose.Provider, *sql.DB, error) {
+	db := stdlib.OpenDBFromPool(pool)
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("load migrations: %w", err)
+	}
+	return p, db, nil
+}
+
+// MigrateUp applies every pending migration.
+func MigrateUp(ctx context.Context, pool *pgxpool.Pool) error {
+	p, db, err := NewMigrator(pool)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate up: %w", err)
+	}
+	return nil
+}
+
+// pgError translates PostgreSQL errors into application errors, in one place.
+func pgError(err error, doing string) error {
+	if err == nil {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505": // unique_violation
+			return presencestats.Wrap(presencestats.ECONFLICT, err, doing+": already exists")
+		case "23502", "23514", "22P02", "22007", "22008", "22023": // not null, check, bad text repr., datetime
+			return presencestats.Wrap(presencestats.EINVALID, err, doing+": invalid value")
+		case "42501": // insufficient_privilege
+			return presencestats.Wrap(presencestats.EUNAVAILABLE, err, doing+": not permitted")
+		}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", doing, err)
+	}
+	if pgconn.SafeToRetry(err) || isConnError(err) {
+		return presencestats.Wrap(presencestats.EUNAVAILABLE, err, doing+": database unavailable")
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+func isConnError(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return false
+	}
+	// Anything below the protocol (reset, refused, closed connection) counts as unavailable.
+	return pgconn.Timeout(err) || isNetError(err)
+}

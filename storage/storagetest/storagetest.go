@@ -1,0 +1,286 @@
+// Package storagetest starts the real services tests need: a throw-away WebAssembly TimescaleDB
+// (dev/tsdb) on a free port, and Redis servers. Nothing here is a mock.
+//
+// Redis: tests share the throw-away server that `make test` starts (TEST_REDIS_URL) and isolate
+// themselves with a unique key prefix; a test that stops Redis starts its own with StartRedis.
+// TimescaleDB: every call of StartTimescale starts a fresh in-memory instance (a few seconds);
+// a package shares one with Shared... helpers when its tests only add data under fresh room ids.
+package storagetest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"presencestats/storage"
+)
+
+// RepoRoot returns the directory holding go.mod.
+func RepoRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			tb.Fatal("go.mod not found above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// Timescale is a running throw-away TimescaleDB instance.
+type Timescale struct {
+	Port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// DSN returns a pgx DSN for the instance, sized for its single session.
+func (ts *Timescale) DSN() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=exec", ts.Port)
+}
+
+// Stop kills the instance (as a crash would) and waits for it to exit.
+func (ts *Timescale) Stop() {
+	_ = ts.cmd.Process.Signal(syscall.SIGKILL)
+	<-ts.done
+}
+
+// StartTimescale starts a fresh in-memory TimescaleDB on a free port (or on port, when not 0)
+// and stops it when the test ends.
+func StartTimescale(tb testing.TB, port int) *Timescale {
+	tb.Helper()
+	ts, err := startTimescale(RepoRoot(tb), port)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(ts.Stop)
+	return ts
+}
+
+func startTimescale(root string, port int) (*Timescale, error) {
+	script := filepath.Join(root, "dev", "tsdb", "server.mjs")
+	if _, err := os.Stat(filepath.Join(root, "dev", "tsdb", "node_modules")); err != nil {
+		return nil, fmt.Errorf("dev/tsdb/node_modules is missing: run `make test` (it installs the local TimescaleDB)")
+	}
+	cmd := exec.Command("node", script, "--port", strconv.Itoa(port))
+	// The instance must not outlive the test binary, even when it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &lockedWriter{w: &stderr}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start TimescaleDB: %w", err)
+	}
+	ts := &Timescale{cmd: cmd, done: make(chan struct{})}
+	ready := make(chan int, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var msg struct {
+				Ready bool `json:"ready"`
+				Port  int  `json:"port"`
+			}
+			if json.Unmarshal(sc.Bytes(), &msg) == nil && msg.Ready {
+				ready <- msg.Port
+			}
+		}
+	}()
+	go func() { _ = cmd.Wait(); close(ts.done) }()
+	select {
+	case ts.Port = <-ready:
+		return ts, nil
+	case <-ts.done:
+		return nil, fmt.Errorf("TimescaleDB exited before it was ready: %s", stderr.String())
+	case <-time.After(60 * time.Second):
+		ts.Stop()
+		return nil, fmt.Errorf("TimescaleDB not ready after 60s: %s", stderr.String())
+	}
+}
+
+// NewDatabase starts a fresh TimescaleDB, applies every migration and returns a pool on it.
+func NewDatabase(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	ts := StartTimescale(tb, 0)
+	return Connect(tb, ts.DSN(), true)
+}
+
+// Connect opens a pool on dsn (closed at cleanup), migrating up first when migrate is true.
+func Connect(tb testing.TB, dsn string, migrate bool) *pgxpool.Pool {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pool, err := storage.OpenPool(ctx, dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(pool.Close)
+	if migrate {
+		if err := storage.MigrateUp(ctx, pool); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return pool
+}
+
+var (
+	sharedOnce sync.Once
+	sharedPool *pgxpool.Pool
+	sharedErr  error
+)
+
+// SharedDatabase returns one migrated database for the whole test binary, started on first use.
+// Tests using it must isolate their data (fresh room and user ids) and must not change the schema.
+// The instance dies with the test binary (Pdeathsig).
+func SharedDatabase(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	root := RepoRoot(tb)
+	sharedOnce.Do(func() {
+		ts, err := startTimescale(root, 0)
+		if err != nil {
+			sharedErr = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		pool, err := storage.OpenPool(ctx, ts.DSN())
+		if err == nil {
+			err = storage.MigrateUp(ctx, pool)
+		}
+		if err != nil {
+			sharedErr = err
+			return
+		}
+		sharedPool = pool
+	})
+	if sharedErr != nil {
+		tb.Fatalf("shared TimescaleDB: %v", sharedErr)
+	}
+	return sharedPool
+}
+
+// RedisURL returns the URL of the shared throw-away Redis that `make test` starts
+// (TEST_REDIS_URL), or starts one for this test when it is unset.
+func RedisURL(tb testing.TB) string {
+	tb.Helper()
+	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return StartRedis(tb).URL()
+}
+
+// KeyPrefix returns a Redis key prefix unique to this test.
+func KeyPrefix(tb testing.TB) string {
+	return "test:" + uuid.NewString()[:8] + ":"
+}
+
+// Redis is a redis-server process owned by one test, which may stop and restart it.
+type Redis struct {
+	Port int
+	tb   testing.TB
+	dir  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// URL returns the server's redis:// URL.
+func (r *Redis) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.Port) }
+
+// StartRedis starts a private redis-server (no persistence) on a free port, stopped at cleanup.
+func StartRedis(tb testing.TB) *Redis {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Fatal("redis-server not found: run `make test` (it installs Redis)")
+	}
+	r := &Redis{Port: FreePort(tb), tb: tb, dir: tb.TempDir()}
+	r.Start()
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// Start (re)starts the server on its port and waits until it answers.
+func (r *Redis) Start() {
+	r.tb.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		return
+	}
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		r.tb.Fatalf("start redis-server: %v", err)
+	}
+	r.cmd, r.done = cmd, make(chan struct{})
+	done := r.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.Port), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.tb.Fatalf("redis-server on port %d did not answer", r.Port)
+}
+
+// Stop kills the server (its data is lost, as in a crash without persistence).
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGKILL)
+	<-r.done
+	r.cmd = nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
