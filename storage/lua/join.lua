@@ -1,0 +1,27 @@
+-- join: add a session to a room (or refresh it when it is already there).
+-- KEYS[1] room sessions ZSET, KEYS[2] room session-data HASH, KEYS[3] room users HASH
+-- ARGV[1] session id, ARGV[2] user id, ARGV[3] ttl ms, ARGV[4] instance id,
+-- ARGV[5] connected-at in microseconds (0: now), ARGV[6] stats channel
+-- Returns {now_us, online_delta, online, sessions, existed (0|1), deadline_ms}.
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
+local ttl = tonumber(ARGV[3])
+local deadline = now_ms + ttl
+local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], deadline, ARGV[1])
+local delta = 0
+if not existed then
+  local connected = tonumber(ARGV[5])
+  if connected == 0 then connected = now_us end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. string.format('%.0f', connected) .. '|' .. ARGV[4])
+  if redis.call('HINCRBY', KEYS[3], ARGV[2], 1) == 1 then delta = 1 end
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl * 3) end
+local online = redis.call('HLEN', KEYS[3])
+local sessions = redis.call('ZCARD', KEYS[1])
+local now_s = string.format('%.0f', now_us)
+if not existed then
+  redis.call('PUBLISH', ARGV[6], 's|' .. online .. '|' .. sessions .. '|' .. now_s)
+end
+return {now_s, delta, online, sessions, existed and 1 or 0, string.format('%.0f', deadline)}

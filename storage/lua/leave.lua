@@ -1,0 +1,23 @@
+-- leave: remove a session from a room.
+-- KEYS[1] room sessions ZSET, KEYS[2] room session-data HASH, KEYS[3] room users HASH
+-- ARGV[1] session id, ARGV[2] stats channel
+-- Returns {now_us, online_delta, online, sessions, found (0|1), user id, connected_us}.
+local t = redis.call('TIME')
+local now_s = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+  return {now_s, 0, redis.call('HLEN', KEYS[3]), redis.call('ZCARD', KEYS[1]), 0, '', '0'}
+end
+local data = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+redis.call('HDEL', KEYS[2], ARGV[1])
+local user, connected = string.match(data, '^([^|]*)|([^|]*)')
+local delta = 0
+if user then
+  if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[3], user)
+    delta = -1
+  end
+end
+local online = redis.call('HLEN', KEYS[3])
+local sessions = redis.call('ZCARD', KEYS[1])
+redis.call('PUBLISH', ARGV[2], 's|' .. online .. '|' .. sessions .. '|' .. now_s)
+return {now_s, delta, online, sessions, 1, user or '', connected or '0'}

@@ -1,0 +1,504 @@
+package storage
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"presencestats"
+)
+
+//go:embed lua/*.lua
+var luaFS embed.FS
+
+func mustScript(name string) *redis.Script {
+	b, err := luaFS.ReadFile("lua/" + name)
+	if err != nil {
+		panic(fmt.Sprintf("embedded script %s: %v", name, err)) // a build defect, not a runtime condition
+	}
+	return redis.NewScript(string(b))
+}
+
+// PresenceOptions configures a Presence store.
+type PresenceOptions struct {
+	KeyPrefix  string        // REDIS_KEY_PREFIX
+	TTL        time.Duration // PRESENCE_TTL: a session without heartbeat for this long is expired
+	InstanceID string        // stored with each session, for operators (which instance holds it)
+	Logger     *slog.Logger
+}
+
+// Presence is the live presence of rooms in Redis: which sessions are open, by which users, and
+// the counts derived from them. Every change goes through one Lua script (storage/lua) so that it
+// is atomic, returns the new counts and the online delta in one round trip, carries the time of
+// Redis (TIME) as its timestamp, and publishes the room's new counts on the room's channel in the
+// same step. The key layout is in rediskeys.go.
+//
+// Errors talking to Redis are returned as EUNAVAILABLE.
+type Presence struct {
+	rdb      redis.UniversalClient
+	keys     redisKeys
+	ttl      time.Duration
+	instance string
+	log      *slog.Logger
+
+	join, leave, touch, expire, counts *redis.Script
+}
+
+// NewPresence returns a store over rdb.
+func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.InstanceID == "" {
+		opt.InstanceID = uuid.NewString()
+	}
+	return &Presence{
+		rdb: rdb, keys: redisKeys{prefix: opt.KeyPrefix}, ttl: opt.TTL, instance: opt.InstanceID, log: opt.Logger,
+		join: mustScript("join.lua"), leave: mustScript("leave.lua"), touch: mustScript("touch.lua"),
+		expire: mustScript("expire.lua"), counts: mustScript("counts.lua"),
+	}
+}
+
+// TTL returns PRESENCE_TTL.
+func (p *Presence) TTL() time.Duration { return p.ttl }
+
+func unavailable(doing string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", doing, err)
+	}
+	return presencestats.Wrap(presencestats.EUNAVAILABLE, fmt.Errorf("%s: %w", doing, err), "presence store unavailable")
+}
+
+// run executes script with EVALSHA, together with the commands extra adds, in one pipeline (one
+// round trip). When Redis has lost its script cache (NOSCRIPT) it loads the script and retries.
+func (p *Presence) run(ctx context.Context, s *redis.Script, keys []string, args []any, extra func(redis.Pipeliner)) ([]any, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := p.rdb.Pipeline()
+		cmd := s.EvalSha(ctx, pipe, keys, args...)
+		if extra != nil {
+			extra(pipe)
+		}
+		_, _ = pipe.Exec(ctx)
+		err := cmd.Err()
+		if redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+			if err := s.Load(ctx, p.rdb).Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		vals, ok := cmd.Val().([]any)
+		if !ok {
+			return nil, fmt.Errorf("script reply is %T, not an array", cmd.Val())
+		}
+		return vals, nil
+	}
+}
+
+// reply reads the elements of a script reply.
+type reply struct {
+	vals []any
+	err  error
+}
+
+func (r *reply) int(i int) int64 {
+	if r.err != nil {
+		return 0
+	}
+	if i >= len(r.vals) {
+		r.err = fmt.Errorf("script reply has %d elements, want more than %d", len(r.vals), i)
+		return 0
+	}
+	switch v := r.vals[i].(type) {
+	case int64:
+		return v
+	case string:
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			r.err = fmt.Errorf("script reply element %d: %w", i, err)
+		}
+		return int64(n)
+	}
+	r.err = fmt.Errorf("script reply element %d is %T", i, r.vals[i])
+	return 0
+}
+
+func (r *reply) str(i int) string {
+	if r.err != nil {
+		return ""
+	}
+	if i >= len(r.vals) {
+		r.err = fmt.Errorf("script reply has %d elements, want more than %d", len(r.vals), i)
+		return ""
+	}
+	switch v := r.vals[i].(type) {
+	case string:
+		return v
+	case int64:
+		return strconv.FormatInt(v, 10)
+	}
+	r.err = fmt.Errorf("script reply element %d is %T", i, r.vals[i])
+	return ""
+}
+
+func (r *reply) uuid(i int) uuid.UUID {
+	s := r.str(i)
+	if r.err != nil {
+		return uuid.Nil
+	}
+	id, err := uuid.Parse(s)
+	if err != nil {
+		r.err = fmt.Errorf("script reply element %d: %w", i, err)
+	}
+	return id
+}
+
+func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func newEventID() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.New()
+	}
+	return id
+}
+
+// Join opens session for user in room, or refreshes it when it is already there. connectedAt is
+// when the session started; zero means now (Redis time). The returned event is the connected
+// event with TS, OnlineAfter and OnlineDelta set (EventID set; client data left to the caller).
+// When the session was already in the room nothing changed but its deadline: the event then has
+// Type heartbeat and OnlineDelta 0, and must not be recorded as a connection.
+func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+	var connected int64
+	if !connectedAt.IsZero() {
+		connected = connectedAt.UnixMicro()
+	}
+	vals, err := p.run(ctx, p.join, p.keys.room(room),
+		[]any{session.String(), user.String(), p.ttl.Milliseconds(), p.instance, connected, p.keys.channel(room)},
+		func(pipe redis.Pipeliner) {
+			// The index score only ever needs lowering here: a new deadline is the latest one. The
+			// local clock is used (the script's TIME is not known yet), with half a TTL of margin
+			// for clock skew: a score too low costs one idle expire call, one too high a late expiry.
+			pipe.ZAddLT(ctx, p.keys.rooms(), redis.Z{Score: float64(time.Now().Add(p.ttl/2).UnixMilli()), Member: room.String()})
+		})
+	if err != nil {
+		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence join", err)
+	}
+	r := reply{vals: vals}
+	ts, delta, online, sessions, existed := microTime(r.int(0)), r.int(1), r.int(2), r.int(3), r.int(4)
+	if r.err != nil {
+		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, fmt.Errorf("presence join: %w", r.err)
+	}
+	typ := presencestats.EventConnected
+	if existed == 1 {
+		typ = presencestats.EventHeartbeat
+	}
+	stats := presencestats.OnlineStats{RoomID: room, OnlineCount: online, SessionCount: sessions, Timestamp: ts}
+	return presencestats.PresenceEvent{
+		EventID: newEventID(), TS: ts, RoomID: room, UserID: user, SessionID: session, Type: typ,
+		OnlineAfter: int(online), OnlineDelta: int(delta),
+	}, stats, nil
+}
+
+// Leave closes session in room. The returned event is the disconnected event with TS, UserID,
+// SessionSeconds, OnlineAfter and OnlineDelta set (Reason and client data are the caller's).
+// ENOTFOUND when the session is not in the room (already expired, or lost with Redis's data);
+// the counts are returned then too.
+func (p *Presence) Leave(ctx context.Context, room, session uuid.UUID) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+	vals, err := p.run(ctx, p.leave, p.keys.room(room), []any{session.String(), p.keys.channel(room)}, nil)
+	if err != nil {
+		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence leave", err)
+	}
+	r := reply{vals: vals}
+	ts, delta, online, sessions, found := microTime(r.int(0)), r.int(1), r.int(2), r.int(3), r.int(4)
+	if r.err != nil {
+		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, fmt.Errorf("presence leave: %w", r.err)
+	}
+	stats := presencestats.OnlineStats{RoomID: room, OnlineCount: online, SessionCount: sessions, Timestamp: ts}
+	if found == 0 {
+		return presencestats.PresenceEvent{}, stats, presencestats.Errorf(presencestats.ENOTFOUND, "session %s is not in room %s", session, room)
+	}
+	user := r.uuid(5)
+	connected := r.int(6)
+	if r.err != nil {
+		return presencestats.PresenceEvent{}, stats, fmt.Errorf("presence leave: %w", r.err)
+	}
+	return presencestats.PresenceEvent{
+		EventID: newEventID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
+		Type: presencestats.EventDisconnected, OnlineAfter: int(online), OnlineDelta: int(delta),
+		SessionSeconds: sessionSeconds(connected, ts),
+	}, stats, nil
+}
+
+func sessionSeconds(connectedUS int64, end time.Time) float64 {
+	if connectedUS <= 0 {
+		return 0
+	}
+	return max(0, float64(end.UnixMicro()-connectedUS)/1e6)
+}
+
+// Touch moves the deadline of sessions in room to now + TTL (their heartbeat) and returns the
+// room's counts and the sessions that are no longer there (expired by a sweeper, or lost with
+// Redis's data): the caller joins those again.
+func (p *Presence) Touch(ctx context.Context, room uuid.UUID, sessions []uuid.UUID) (presencestats.OnlineStats, []uuid.UUID, error) {
+	args := make([]any, 0, len(sessions)+1)
+	args = append(args, p.ttl.Milliseconds())
+	for _, s := range sessions {
+		args = append(args, s.String())
+	}
+	vals, err := p.run(ctx, p.touch, p.keys.room(room), args, nil)
+	if err != nil {
+		return presencestats.OnlineStats{}, nil, unavailable("presence touch", err)
+	}
+	r := reply{vals: vals}
+	stats := presencestats.OnlineStats{RoomID: room, Timestamp: microTime(r.int(0)), OnlineCount: r.int(1), SessionCount: r.int(2)}
+	var missing []uuid.UUID
+	for i := 3; i < len(vals); i++ {
+		missing = append(missing, r.uuid(i))
+	}
+	if r.err != nil {
+		return presencestats.OnlineStats{}, nil, fmt.Errorf("presence touch: %w", r.err)
+	}
+	return stats, missing, nil
+}
+
+// Counts returns the counts of rooms, in their order, in one round trip.
+func (p *Presence) Counts(ctx context.Context, rooms ...uuid.UUID) ([]presencestats.OnlineStats, error) {
+	if len(rooms) == 0 {
+		return nil, nil
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := p.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(rooms))
+		for i, room := range rooms {
+			cmds[i] = p.counts.EvalSha(ctx, pipe, p.keys.room(room))
+		}
+		_, _ = pipe.Exec(ctx)
+		out := make([]presencestats.OnlineStats, len(rooms))
+		var err error
+		for i, cmd := range cmds {
+			if err = cmd.Err(); err != nil {
+				break
+			}
+			vals, _ := cmd.Val().([]any)
+			r := reply{vals: vals}
+			out[i] = presencestats.OnlineStats{RoomID: rooms[i], Timestamp: microTime(r.int(0)), OnlineCount: r.int(1), SessionCount: r.int(2)}
+			if err = r.err; err != nil {
+				break
+			}
+		}
+		if redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+			if err := p.counts.Load(ctx, p.rdb).Err(); err != nil {
+				return nil, unavailable("presence counts: load script", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, unavailable("presence counts", err)
+		}
+		return out, nil
+	}
+}
+
+// Expire removes the sessions of room whose deadline has passed (at most limit of them) and
+// returns one disconnected event (reason timeout) per removed session, in the order of removal,
+// and the room's counts after. Safe with any number of sweepers: a session is removed, and its
+// event returned, by exactly one call.
+func (p *Presence) Expire(ctx context.Context, room uuid.UUID, limit int) ([]presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+	evs, stats, _, err := p.expireRoom(ctx, room, limit)
+	return evs, stats, err
+}
+
+func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([]presencestats.PresenceEvent, presencestats.OnlineStats, int64, error) {
+	vals, err := p.run(ctx, p.expire, p.keys.room(room), []any{limit, p.keys.channel(room)}, nil)
+	if err != nil {
+		return nil, presencestats.OnlineStats{}, 0, unavailable("presence expire", err)
+	}
+	r := reply{vals: vals}
+	ts := microTime(r.int(0))
+	stats := presencestats.OnlineStats{RoomID: room, Timestamp: ts, OnlineCount: r.int(1), SessionCount: r.int(2)}
+	next := r.int(3)
+	var evs []presencestats.PresenceEvent
+	for i := 4; i+4 < len(vals); i += 5 {
+		session, user, connected := r.uuid(i), r.uuid(i+1), r.int(i+2)
+		evs = append(evs, presencestats.PresenceEvent{
+			EventID: newEventID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
+			Type: presencestats.EventDisconnected, OnlineDelta: int(r.int(i + 3)), OnlineAfter: int(r.int(i + 4)),
+			SessionSeconds: sessionSeconds(connected, ts), Reason: presencestats.ReasonTimeout,
+		})
+	}
+	if r.err != nil {
+		return nil, stats, 0, fmt.Errorf("presence expire: %w", r.err)
+	}
+	return evs, stats, next, nil
+}
+
+// Sweep expires the overdue sessions of every room that may have some (the rooms index) and
+// returns their events. Several instances may sweep at once: each session is expired once.
+func (p *Presence) Sweep(ctx context.Context, limit int) ([]presencestats.PresenceEvent, error) {
+	now, err := p.rdb.Time(ctx).Result()
+	if err != nil {
+		return nil, unavailable("presence sweep: read time", err)
+	}
+	due, err := p.rdb.ZRangeByScore(ctx, p.keys.rooms(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit),
+	}).Result()
+	if err != nil {
+		return nil, unavailable("presence sweep: read rooms", err)
+	}
+	var all []presencestats.PresenceEvent
+	for _, member := range due {
+		room, err := uuid.Parse(member)
+		if err != nil {
+			p.log.WarnContext(ctx, "presence sweep: dropping bad member of the rooms index", "member", member)
+			p.rdb.ZRem(ctx, p.keys.rooms(), member)
+			continue
+		}
+		evs, _, next, err := p.expireRoom(ctx, room, limit)
+		all = append(all, evs...)
+		if err != nil {
+			return all, err
+		}
+		if err := p.reindex(ctx, room, next); err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+// reindex sets the room's score in the sweeper's index to its next deadline, or removes an empty
+// room. The index is another slot than the room, so this cannot be in the script; a join racing
+// with the removal is caught by reading the room again after removing it.
+func (p *Presence) reindex(ctx context.Context, room uuid.UUID, next int64) error {
+	if next >= 0 {
+		if err := p.rdb.ZAdd(ctx, p.keys.rooms(), redis.Z{Score: float64(next), Member: room.String()}).Err(); err != nil {
+			return unavailable("presence sweep: reindex room", err)
+		}
+		return nil
+	}
+	if err := p.rdb.ZRem(ctx, p.keys.rooms(), room.String()).Err(); err != nil {
+		return unavailable("presence sweep: unindex room", err)
+	}
+	n, err := p.rdb.ZCard(ctx, p.keys.room(room)[0]).Result()
+	if err != nil {
+		return unavailable("presence sweep: recheck room", err)
+	}
+	if n > 0 { // a session joined meanwhile: keep the room indexed, checked at the next sweep
+		if err := p.rdb.ZAddLT(ctx, p.keys.rooms(), redis.Z{Score: 0, Member: room.String()}).Err(); err != nil {
+			return unavailable("presence sweep: reindex room", err)
+		}
+	}
+	return nil
+}
+
+// Publish sends a chat message (JSON) to the room's channel, to every instance.
+func (p *Presence) Publish(ctx context.Context, room uuid.UUID, payload []byte) error {
+	msg := make([]byte, 0, len(payload)+2)
+	msg = append(append(msg, 'm', '|'), payload...)
+	if err := p.rdb.Publish(ctx, p.keys.channel(room), msg).Err(); err != nil {
+		return unavailable("publish chat message", err)
+	}
+	return nil
+}
+
+// Ping checks that Redis answers.
+func (p *Presence) Ping(ctx context.Context) error {
+	if err := p.rdb.Ping(ctx).Err(); err != nil {
+		return unavailable("ping redis", err)
+	}
+	return nil
+}
+
+// Listen receives every room's updates until ctx ends: onStats with the counts after each
+// change, onMessage with each chat message's JSON, onState(false) when the subscription is lost
+// and onState(true) each time it is (re)established. While the subscription is down, updates
+// are lost: the caller must treat what it knows as stale until onState(true).
+func (p *Presence) Listen(ctx context.Context, onStats func(presencestats.OnlineStats), onMessage func(room uuid.UUID, payload []byte), onState func(up bool)) error {
+	ps := p.rdb.PSubscribe(ctx)
+	defer ps.Close()
+	if err := ps.PSubscribe(ctx, p.keys.channelPattern()); err != nil && ctx.Err() == nil {
+		onState(false)
+	}
+	prefix := p.keys.channel(uuid.Nil)
+	prefix = prefix[:len(prefix)-len(uuid.Nil.String())]
+	up := false
+	backoff := 50 * time.Millisecond
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, 2*time.Second)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() && up {
+				// Quiet channel: make sure the connection still lives; the pong comes as a message.
+				_ = ps.Ping(ctx)
+				continue
+			}
+			if up {
+				p.log.WarnContext(ctx, "presence subscription lost", "err", err)
+				up = false
+				onState(false)
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if !up {
+				up = true
+				onState(true)
+			}
+		case *redis.Message:
+			room, err := uuid.Parse(strings.TrimPrefix(m.Channel, prefix))
+			if err != nil {
+				continue
+			}
+			kind, body, ok := strings.Cut(m.Payload, "|")
+			if !ok {
+				continue
+			}
+			switch kind {
+			case "s":
+				if st, ok := parseStats(room, body); ok {
+					onStats(st)
+				}
+			case "m":
+				onMessage(room, []byte(body))
+			}
+		}
+	}
+}
+
+// parseStats reads "<online>|<sessions>|<ts_us>".
+func parseStats(room uuid.UUID, s string) (presencestats.OnlineStats, bool) {
+	parts := strings.Split(s, "|")
+	if len(parts) != 3 {
+		return presencestats.OnlineStats{}, false
+	}
+	online, err1 := strconv.ParseInt(parts[0], 10, 64)
+	sessions, err2 := strconv.ParseInt(parts[1], 10, 64)
+	ts, err3 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return presencestats.OnlineStats{}, false
+	}
+	return presencestats.OnlineStats{RoomID: room, OnlineCount: online, SessionCount: sessions, Timestamp: microTime(ts)}, true
+}

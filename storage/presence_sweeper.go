@@ -1,0 +1,96 @@
+package storage
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"presencestats"
+)
+
+// EventRecorder takes presence events for the history without waiting (storage.Collector).
+// It returns an error only for an event that cannot be stored.
+type EventRecorder interface {
+	Record(ev presencestats.PresenceEvent) error
+}
+
+// Sweeper expires zombie sessions (no heartbeat for PRESENCE_TTL: a vanished client, or an
+// instance that died) every SWEEP_INTERVAL, and records one timeout event per expired session.
+// Every instance runs one; Presence.Sweep makes that safe.
+type Sweeper struct {
+	presence *Presence
+	recorder EventRecorder
+	interval time.Duration
+	log      *slog.Logger
+	expired  prometheus.Counter
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+// NewSweeper returns a sweeper; Start runs it.
+func NewSweeper(p *Presence, rec EventRecorder, interval time.Duration, log *slog.Logger, reg prometheus.Registerer) *Sweeper {
+	s := &Sweeper{
+		presence: p, recorder: rec, interval: interval, log: log,
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_expired_sessions_total", Help: "Sessions expired by this instance's sweeper (no heartbeat for PRESENCE_TTL).",
+		}),
+	}
+	reg.MustRegister(s.expired)
+	return s
+}
+
+// Start runs the sweeper in the background until Close.
+func (s *Sweeper) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(s.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.SweepOnce(ctx)
+			}
+		}
+	}()
+}
+
+// SweepOnce expires what is due now and records the events; it returns how many sessions it
+// expired. Errors are logged: the next tick tries again.
+func (s *Sweeper) SweepOnce(ctx context.Context) int {
+	sctx, cancel := context.WithTimeout(ctx, s.interval)
+	defer cancel()
+	evs, err := s.presence.Sweep(sctx, 1000)
+	for _, ev := range evs {
+		if err := s.recorder.Record(ev); err != nil {
+			s.log.Error("presence sweep: event refused", "err", err, "session_id", ev.SessionID)
+		}
+	}
+	s.expired.Add(float64(len(evs)))
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("presence sweep", "err", err)
+	}
+	return len(evs)
+}
+
+// Close stops the sweeper and waits for a sweep in progress, or for ctx.
+func (s *Sweeper) Close(ctx context.Context) {
+	s.once.Do(func() {
+		if s.cancel == nil {
+			return
+		}
+		s.cancel()
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+		}
+	})
+}

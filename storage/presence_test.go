@@ -1,0 +1,240 @@
+package storage_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"presencestats"
+	"presencestats/storage"
+	"presencestats/storage/storagetest"
+)
+
+func newPresence(tb testing.TB, ttl time.Duration) (*storage.Presence, *redis.Client) {
+	tb.Helper()
+	rdb, err := storage.OpenRedis(context.Background(), storagetest.RedisURL(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { rdb.Close() })
+	return storage.NewPresence(rdb, storage.PresenceOptions{KeyPrefix: storagetest.KeyPrefix(tb), TTL: ttl}), rdb
+}
+
+func TestPresenceJoinLeaveCounts(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newPresence(t, time.Minute)
+	room := uuid.New()
+	sessions := make([]uuid.UUID, 5)
+	for i := range sessions {
+		sessions[i] = uuid.New()
+		ev, st, err := p.Join(ctx, room, uuid.New(), sessions[i], time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ev.OnlineAfter, i+1; got != want {
+			t.Errorf("join %d: online_after %d, want %d", i, got, want)
+		}
+		if ev.OnlineDelta != 1 || ev.Type != presencestats.EventConnected || ev.TS.IsZero() {
+			t.Errorf("join %d: event %+v", i, ev)
+		}
+		if st.OnlineCount != int64(i+1) || st.SessionCount != int64(i+1) {
+			t.Errorf("join %d: stats %+v", i, st)
+		}
+	}
+	ev, st, err := p.Leave(ctx, room, sessions[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := st.OnlineCount, int64(4); got != want {
+		t.Errorf("online after leave = %d, want %d", got, want)
+	}
+	if ev.OnlineDelta != -1 || ev.OnlineAfter != 4 || ev.Type != presencestats.EventDisconnected || ev.SessionSeconds < 0 || ev.UserID == uuid.Nil {
+		t.Errorf("leave event %+v", ev)
+	}
+	if _, _, err := p.Leave(ctx, room, sessions[2]); presencestats.ErrorCode(err) != presencestats.ENOTFOUND {
+		t.Errorf("second leave: err %v, want ENOTFOUND", err)
+	}
+	got, err := p.Counts(ctx, room, uuid.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].OnlineCount != 4 || got[0].SessionCount != 4 || got[1].OnlineCount != 0 {
+		t.Errorf("counts %+v", got)
+	}
+}
+
+func TestPresenceTabsOfOneUser(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newPresence(t, time.Minute)
+	room, user := uuid.New(), uuid.New()
+	tab1, tab2 := uuid.New(), uuid.New()
+	steps := []struct {
+		name                  string
+		do                    func() (presencestats.PresenceEvent, presencestats.OnlineStats, error)
+		delta                 int
+		online, sessionsCount int64
+	}{
+		{"first tab", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) { return p.Join(ctx, room, user, tab1, time.Time{}) }, 1, 1, 1},
+		{"second tab", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) { return p.Join(ctx, room, user, tab2, time.Time{}) }, 0, 1, 2},
+		{"first tab closes", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) { return p.Leave(ctx, room, tab1) }, 0, 1, 1},
+		{"last tab closes", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) { return p.Leave(ctx, room, tab2) }, -1, 0, 0},
+	}
+	for _, s := range steps {
+		ev, st, err := s.do()
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if ev.OnlineDelta != s.delta || st.OnlineCount != s.online || st.SessionCount != s.sessionsCount || int64(ev.OnlineAfter) != s.online {
+			t.Errorf("%s: delta %d online %d sessions %d, want %d %d %d", s.name, ev.OnlineDelta, st.OnlineCount, st.SessionCount, s.delta, s.online, s.sessionsCount)
+		}
+	}
+}
+
+func TestPresenceRejoinIsHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newPresence(t, time.Minute)
+	room, user, s := uuid.New(), uuid.New(), uuid.New()
+	if _, _, err := p.Join(ctx, room, user, s, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	ev, st, err := p.Join(ctx, room, user, s, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != presencestats.EventHeartbeat || ev.OnlineDelta != 0 || st.SessionCount != 1 {
+		t.Errorf("rejoin: %+v %+v", ev, st)
+	}
+}
+
+// Sessions without heartbeat expire once, however many sweepers race, with one timeout event
+// each; touched sessions stay.
+func TestPresenceSweepConcurrentSweepers(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newPresence(t, 300*time.Millisecond)
+	room := uuid.New()
+	users := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+	var zombies []uuid.UUID
+	for i := 0; i < 20; i++ {
+		s := uuid.New()
+		zombies = append(zombies, s)
+		if _, _, err := p.Join(ctx, room, users[i%3], s, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alive := uuid.New()
+	if _, _, err := p.Join(ctx, room, uuid.New(), alive, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	expired := map[uuid.UUID]int{}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(expired) < len(zombies) && time.Now().Before(deadline) {
+		if _, missing, err := p.Touch(ctx, room, []uuid.UUID{alive}); err != nil || len(missing) > 0 {
+			t.Fatalf("touch: %v missing %v", err, missing)
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				evs, err := p.Sweep(ctx, 1000)
+				if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for _, ev := range evs {
+					expired[ev.SessionID]++
+					if ev.Reason != presencestats.ReasonTimeout || ev.Type != presencestats.EventDisconnected {
+						t.Errorf("expiry event %+v", ev)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	for _, s := range zombies {
+		if expired[s] != 1 {
+			t.Errorf("session %s expired %d times, want 1", s, expired[s])
+		}
+	}
+	if expired[alive] != 0 {
+		t.Errorf("touched session expired")
+	}
+	st, err := p.Counts(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[0].OnlineCount != 1 || st[0].SessionCount != 1 {
+		t.Errorf("after sweep: %+v", st[0])
+	}
+	// The expired ones are reported missing by Touch, to be joined again.
+	_, missing, err := p.Touch(ctx, room, []uuid.UUID{alive, zombies[0]})
+	if err != nil || len(missing) != 1 || missing[0] != zombies[0] {
+		t.Errorf("touch after expiry: missing %v err %v", missing, err)
+	}
+}
+
+// Every change is published on the room's channel, in order, with the counts after it.
+func TestPresenceListen(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, _ := newPresence(t, time.Minute)
+	room := uuid.New()
+	stats := make(chan presencestats.OnlineStats, 10)
+	msgs := make(chan string, 10)
+	up := make(chan bool, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = p.Listen(ctx, func(s presencestats.OnlineStats) {
+			if s.RoomID == room {
+				stats <- s
+			}
+		}, func(r uuid.UUID, b []byte) { msgs <- string(b) }, func(u bool) { up <- u })
+	}()
+	select {
+	case u := <-up:
+		if !u {
+			t.Fatal("subscription down")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no subscription")
+	}
+	s1, s2 := uuid.New(), uuid.New()
+	for _, s := range []uuid.UUID{s1, s2} {
+		if _, _, err := p.Join(ctx, room, uuid.New(), s, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := p.Leave(ctx, room, s1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(ctx, room, []byte(`{"text":"hi"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int64{1, 2, 1} {
+		select {
+		case s := <-stats:
+			if s.OnlineCount != want {
+				t.Errorf("update %d: online %d, want %d", i, s.OnlineCount, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("update %d missing", i)
+		}
+	}
+	select {
+	case m := <-msgs:
+		if m != `{"text":"hi"}` {
+			t.Errorf("message %q", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("message missing")
+	}
+	cancel()
+	<-done
+}
