@@ -189,7 +189,7 @@ func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, conn
 			// The index score only ever needs lowering here: a new deadline is the latest one. The
 			// local clock is used (the script's TIME is not known yet), with half a TTL of margin
 			// for clock skew: a score too low costs one idle expire call, one too high a late expiry.
-			pipe.ZAddLT(ctx, p.keys.rooms(), redis.Z{Score: float64(time.Now().Add(p.ttl/2).UnixMilli()), Member: room.String()})
+			pipe.ZAddLT(ctx, p.keys.rooms(), redis.Z{Score: float64(time.Now().Add(p.ttl / 2).UnixMilli()), Member: room.String()})
 		})
 	if err != nil {
 		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence join", err)

@@ -78,10 +78,18 @@ func TestPresenceTabsOfOneUser(t *testing.T) {
 		delta                 int
 		online, sessionsCount int64
 	}{
-		{"first tab", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) { return p.Join(ctx, room, user, tab1, time.Time{}) }, 1, 1, 1},
-		{"second tab", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) { return p.Join(ctx, room, user, tab2, time.Time{}) }, 0, 1, 2},
-		{"first tab closes", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) { return p.Leave(ctx, room, tab1) }, 0, 1, 1},
-		{"last tab closes", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) { return p.Leave(ctx, room, tab2) }, -1, 0, 0},
+		{"first tab", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+			return p.Join(ctx, room, user, tab1, time.Time{})
+		}, 1, 1, 1},
+		{"second tab", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+			return p.Join(ctx, room, user, tab2, time.Time{})
+		}, 0, 1, 2},
+		{"first tab closes", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+			return p.Leave(ctx, room, tab1)
+		}, 0, 1, 1},
+		{"last tab closes", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+			return p.Leave(ctx, room, tab2)
+		}, -1, 0, 0},
 	}
 	for _, s := range steps {
 		ev, st, err := s.do()
