@@ -21,6 +21,7 @@ const (
 	ActionReportCSV  = "stats_report_csv"
 	ActionReportXLSX = "stats_report_xlsx"
 	ActionAuditRead  = "audit_read"
+	ActionRoomsList  = "rooms_list"
 )
 
 // AuditLog is the admin audit trail (storage.Audit implements it).
@@ -199,4 +200,25 @@ func (a *Admin) auditList(c *gin.Context, rec *auditRecord) {
 		return
 	}
 	c.JSON(http.StatusOK, resp)
+}
+
+// Guard returns the middleware chain for another feature's admin endpoint (the dashboard's
+// GET /admin/api/rooms): token check (401), admin check (403, audited), then an audit row written
+// before the handler runs (503 and the handler never runs when it cannot be written). The row
+// records status 200 and the time until then; once the handler has answered, the row is updated
+// with the status it sent and the whole duration, as for a CSV download.
+func (a *Admin) Guard(action string) gin.HandlersChain {
+	return gin.HandlersChain{RequireUser(a.auth, a.log), func(c *gin.Context) {
+		rec := &auditRecord{a: a, c: c, start: a.now(), action: action, params: auditParams(c)}
+		if ClaimsOf(c).Role != RoleAdmin {
+			rec.fail(presencestats.Errorf(presencestats.EFORBIDDEN, "admin role required"))
+			return
+		}
+		if err := rec.commit(http.StatusOK); err != nil {
+			writeError(c, a.log, err) // unaudited: the handler does not run
+			return
+		}
+		c.Next()
+		rec.complete(c.Writer.Status(), nil)
+	}}
 }

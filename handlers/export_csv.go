@@ -116,8 +116,18 @@ func (a *Admin) reportCSV(c *gin.Context, rec *auditRecord, q presencestats.Repo
 
 // abortConnection closes the client's connection without ending the response, so that a
 // download that failed half way is seen as failed (HTTP/1.1: no final chunk).
+// gin refuses to hijack once body bytes were written (it guards WebSocket upgrades), so this
+// goes to the net/http writer underneath. Without a hijackable connection (HTTP/2) it does nothing.
 func abortConnection(c *gin.Context) {
-	conn, _, err := c.Writer.Hijack()
+	var w http.ResponseWriter = c.Writer
+	if u, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+		w = u.Unwrap()
+	}
+	h, ok := w.(http.Hijacker)
+	if !ok {
+		return
+	}
+	conn, _, err := h.Hijack()
 	if err != nil {
 		return
 	}

@@ -61,14 +61,19 @@ func (a *Audit) Record(ctx context.Context, e presencestats.AuditEntry) (int64, 
 	return id, nil
 }
 
-// Complete sets the final status and duration of entry id and keeps result under
+// Complete sets the final status and duration of entry id and keeps result (when not nil) under
 // parameters.result.
 func (a *Audit) Complete(ctx context.Context, id int64, status int, d time.Duration, result map[string]any) error {
-	b, err := json.Marshal(result)
-	if err != nil {
-		return fmt.Errorf("complete audit entry: encode result: %w", err)
+	var res *string
+	if result != nil {
+		b, err := json.Marshal(result)
+		if err != nil {
+			return fmt.Errorf("complete audit entry: encode result: %w", err)
+		}
+		s := string(b)
+		res = &s
 	}
-	if _, err := a.pool.Exec(ctx, a.complete, id, status, float64(d.Microseconds())/1000, string(b)); err != nil {
+	if _, err := a.pool.Exec(ctx, a.complete, id, status, float64(d.Microseconds())/1000, res); err != nil {
 		return pgError(err, "complete audit entry")
 	}
 	return nil
