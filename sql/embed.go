@@ -1,5 +1,6 @@
-// Package queries holds the SQL the storage package runs, one statement per .sql file, embedded
-// in the binary (embed cannot reach "..", so the files and this embed.go live together).
+// Package queries holds the service's SQL (other than migrations) as .sql files, embedded. The
+// directory is sql/ as the layout asks; the package is named queries so that readers do not take
+// it for database/sql. storage reads these files; nothing else should.
 package queries
 
 import "embed"

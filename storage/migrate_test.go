@@ -14,7 +14,7 @@ func TestMigrationsUpDownUp(t *testing.T) {
 	defer cancel()
 	ts := storagetest.StartTimescale(t, 0)
 	pool := storagetest.Connect(t, ts.DSN(), false)
-	p, db, err := storage.NewMigrator(pool)
+	p, db, err := storage.NewMigrator(pool, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

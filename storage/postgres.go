@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -31,10 +32,15 @@ func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 }
 
 // NewMigrator returns a goose provider over the embedded migrations that runs on pool's
-// connections. Close the returned *sql.DB when done (it does not close pool).
-func NewMigrator(pool *pgxpool.Pool) (*goose.Provider, *sql.DB, error) {
+// connections. reportZone (REPORT_TIMEZONE; nil means UTC) is baked into the report aggregates
+// when their migration runs. Close the returned *sql.DB when done (it does not close pool).
+func NewMigrator(pool *pgxpool.Pool, reportZone *time.Location) (*goose.Provider, *sql.DB, error) {
+	fsys, err := migrations.WithReportZone(reportZone)
+	if err != nil {
+		return nil, nil, presencestats.Wrap(presencestats.EINVALID, err, "REPORT_TIMEZONE cannot be used for the report aggregates")
+	}
 	db := stdlib.OpenDBFromPool(pool)
-	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys)
 	if err != nil {
 		db.Close()
 		return nil, nil, fmt.Errorf("load migrations: %w", err)
@@ -42,9 +48,9 @@ func NewMigrator(pool *pgxpool.Pool) (*goose.Provider, *sql.DB, error) {
 	return p, db, nil
 }
 
-// MigrateUp applies every pending migration.
-func MigrateUp(ctx context.Context, pool *pgxpool.Pool) error {
-	p, db, err := NewMigrator(pool)
+// MigrateUp applies every pending migration, report aggregates bucketed in reportZone (nil: UTC).
+func MigrateUp(ctx context.Context, pool *pgxpool.Pool, reportZone *time.Location) error {
+	p, db, err := NewMigrator(pool, reportZone)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ func migrate(ctx context.Context, cfg Config, args []string, out io.Writer) erro
 		return err
 	}
 	defer pool.Close()
-	p, db, err := storage.NewMigrator(pool)
+	p, db, err := storage.NewMigrator(pool, cfg.ReportTimezone)
 	if err != nil {
 		return err
 	}

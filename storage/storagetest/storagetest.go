@@ -139,7 +139,7 @@ func Connect(tb testing.TB, dsn string, migrate bool) *pgxpool.Pool {
 	}
 	tb.Cleanup(pool.Close)
 	if migrate {
-		if err := storage.MigrateUp(ctx, pool); err != nil {
+		if err := storage.MigrateUp(ctx, pool, nil); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -168,7 +168,7 @@ func SharedDatabase(tb testing.TB) *pgxpool.Pool {
 		defer cancel()
 		pool, err := storage.OpenPool(ctx, ts.DSN())
 		if err == nil {
-			err = storage.MigrateUp(ctx, pool)
+			err = storage.MigrateUp(ctx, pool, nil)
 		}
 		if err != nil {
 			sharedErr = err

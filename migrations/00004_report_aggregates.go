@@ -1,0 +1,59 @@
+package migrations
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"strings"
+	"testing/fstest"
+	"time"
+)
+
+// reportAggregatesFS holds the template of migration 4. It lives in a folder of its own so that
+// goose, reading FS, does not take the template for a migration.
+//
+//go:embed 00004_report_aggregates/template.sql
+var reportAggregatesFS embed.FS
+
+// zoneName is what a zone name may contain: IANA names and fixed offsets like Etc/GMT+5.
+var zoneName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+\-/]*$`)
+
+// WithReportZone returns the migrations of FS plus 00004_report_aggregates.sql, the continuous
+// aggregates of the reports with their buckets in loc (nil: UTC). The zone is baked into the
+// aggregates (time_bucket needs a constant) and recorded in report_settings. It is a parameter,
+// not an environment variable read by goose, because only cmd reads the environment; it is a
+// generated SQL file rather than a Go migration so that goose runs it on its own connection
+// (a pool of one connection would otherwise deadlock).
+func WithReportZone(loc *time.Location) (fs.FS, error) {
+	if loc == nil {
+		loc = time.UTC
+	}
+	name := loc.String()
+	if name == "Local" || !zoneName.MatchString(name) {
+		return nil, fmt.Errorf("report time zone %q: want an IANA name such as UTC or Europe/Paris", name)
+	}
+	if _, err := time.LoadLocation(name); err != nil {
+		return nil, fmt.Errorf("report time zone %q: %w", name, err)
+	}
+	tmpl, err := reportAggregatesFS.ReadFile("00004_report_aggregates/template.sql")
+	if err != nil {
+		return nil, fmt.Errorf("read report aggregates template: %w", err)
+	}
+	literal := "'" + strings.ReplaceAll(name, "'", "''") + "'"
+	out := fstest.MapFS{
+		"00004_report_aggregates.sql": &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(tmpl), "{{timezone}}", literal))},
+	}
+	entries, err := fs.ReadDir(FS, ".")
+	if err != nil {
+		return nil, fmt.Errorf("list migrations: %w", err)
+	}
+	for _, e := range entries {
+		b, err := fs.ReadFile(FS, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
+		}
+		out[e.Name()] = &fstest.MapFile{Data: b}
+	}
+	return out, nil
+}

@@ -1,0 +1,355 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"presencestats"
+	queries "presencestats/sql"
+)
+
+// Reports reads presence history from the continuous aggregates (never from the raw events), the
+// real-time part included, so the bucket in progress is there too. Buckets are in the report zone
+// the aggregates were built with (see CheckReportZone).
+//
+// Peaks and averages are exact: the room aggregates carry, per bucket, the largest count reached
+// at an event, the count at the end, and the sums that give the integral of the online count; the
+// count at a bucket's start is carried forward from the room's previous row.
+type Reports struct {
+	pool *pgxpool.Pool
+	loc  *time.Location
+	// Now is the clock: a bucket in progress is averaged over [start, Now()). Tests replace it.
+	Now func() time.Time
+
+	stats      map[presencestats.Granularity]string
+	totalUsers map[presencestats.Granularity]string
+	rooms      string
+}
+
+// aggregateLevel names the continuous aggregates of each granularity (migration 4).
+var aggregateLevel = map[presencestats.Granularity]string{
+	presencestats.Hour:  "hourly",
+	presencestats.Day:   "daily",
+	presencestats.Week:  "weekly",
+	presencestats.Month: "monthly",
+	presencestats.Year:  "yearly",
+}
+
+// bucketWidth is each granularity as a PostgreSQL interval, for generate_series in the zone.
+var bucketWidth = map[presencestats.Granularity]string{
+	presencestats.Hour:  "1 hour",
+	presencestats.Day:   "1 day",
+	presencestats.Week:  "7 days",
+	presencestats.Month: "1 month",
+	presencestats.Year:  "1 year",
+}
+
+// NewReports returns the report reader over pool; loc is REPORT_TIMEZONE (nil: UTC), which must
+// be the zone the aggregates were built with (CheckReportZone).
+func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
+	if loc == nil {
+		loc = time.UTC
+	}
+	r := &Reports{
+		pool:       pool,
+		loc:        loc,
+		Now:        time.Now,
+		stats:      map[presencestats.Granularity]string{},
+		totalUsers: map[presencestats.Granularity]string{},
+		rooms:      reportQuery("report_rooms.sql"),
+	}
+	stats, users := reportQuery("report_stats.sql"), reportQuery("report_total_users.sql")
+	for g, level := range aggregateLevel {
+		rep := strings.NewReplacer("{{room_agg}}", "presence_room_"+level, "{{user_agg}}", "presence_user_"+level)
+		r.stats[g] = rep.Replace(stats)
+		r.totalUsers[g] = rep.Replace(users)
+	}
+	return r
+}
+
+// reportQuery returns an embedded query; a missing file is a build mistake, caught by any test.
+func reportQuery(name string) string {
+	b, err := queries.FS.ReadFile(name)
+	if err != nil {
+		panic(fmt.Sprintf("embedded query %s: %v", name, err))
+	}
+	return string(b)
+}
+
+// CheckReportZone returns an EINVALID error when the aggregates were built with another zone
+// than loc (REPORT_TIMEZONE changed after `migrate up`): reports would silently mix zones.
+// EUNAVAILABLE when the database cannot be reached; EINTERNAL when migrations were not applied.
+func CheckReportZone(ctx context.Context, pool *pgxpool.Pool, loc *time.Location) error {
+	var zone string
+	if err := pool.QueryRow(ctx, reportQuery("report_settings.sql")).Scan(&zone); err != nil {
+		return pgError(err, "read the report zone (was `presenced migrate up` run?)")
+	}
+	if zone != loc.String() {
+		return presencestats.Errorf(presencestats.EINVALID,
+			"REPORT_TIMEZONE is %q but the report aggregates were built with %q: set it back, or rebuild them (migrate down to 3, then up)",
+			loc.String(), zone)
+	}
+	return nil
+}
+
+// CountBuckets returns how many buckets of q.Granularity the range [q.Start, q.End) spans per
+// room: the buckets whose start is in [Truncate(q.Start), q.End). A report has that many rows per
+// room; the API multiplies by the number of rooms to enforce REPORT_MAX_POINTS before querying.
+// It returns 0 for an invalid query (Stats reports why).
+func (r *Reports) CountBuckets(q presencestats.ReportQuery) int {
+	if _, ok := aggregateLevel[q.Granularity]; !ok || !q.End.After(q.Start) {
+		return 0
+	}
+	first := q.Granularity.Truncate(q.Start, r.loc)
+	if q.Granularity == presencestats.Hour {
+		return int((q.End.Sub(first) + time.Hour - 1) / time.Hour)
+	}
+	n := 0
+	for b := first; b.Before(q.End); b = q.Granularity.Next(b) {
+		n++
+	}
+	return n
+}
+
+// statRow is a ReportRow with the sums Totals needs.
+type statRow struct {
+	presencestats.ReportRow
+	sessionsEnded     int64
+	sessionSecondsSum float64
+}
+
+// Stats calls fn for each room and bucket of q, ordered by room then bucket, streaming: rows are
+// not held in memory. Every bucket whose start is in [Truncate(q.Start), q.End) is there, quiet
+// ones included (their counts are the ones carried from before). No rooms in q means every room
+// seen in the aggregates (Rooms). Metrics not asked for are still filled (the caller drops them).
+// Errors: EINVALID for a bad query (unknown granularity, End not after Start), EUNAVAILABLE when
+// the database is unreachable, fn's own error unchanged, EINTERNAL otherwise.
+func (r *Reports) Stats(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) error {
+	return r.scan(ctx, q, func(s statRow) error { return fn(s.ReportRow) })
+}
+
+func (r *Reports) validate(q presencestats.ReportQuery) error {
+	if _, ok := aggregateLevel[q.Granularity]; !ok {
+		return presencestats.Errorf(presencestats.EINVALID, "granularity %q is not one of hour, day, week, month, year", q.Granularity)
+	}
+	if !q.End.After(q.Start) {
+		return presencestats.Errorf(presencestats.EINVALID, "end_time must be after start_time")
+	}
+	return nil
+}
+
+func (r *Reports) roomsOf(ctx context.Context, q presencestats.ReportQuery) ([]uuid.UUID, error) {
+	if len(q.RoomIDs) > 0 {
+		return q.RoomIDs, nil
+	}
+	return r.Rooms(ctx)
+}
+
+func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func(statRow) error) error {
+	if err := r.validate(q); err != nil {
+		return err
+	}
+	rooms, err := r.roomsOf(ctx, q)
+	if err != nil {
+		return err
+	}
+	g := q.Granularity
+	first := g.Truncate(q.Start, r.loc)
+	now := r.Now()
+	rows, err := r.pool.Query(ctx, r.stats[g], rooms, first, q.End, bucketWidth[g], r.loc.String(), now)
+	if err != nil {
+		return pgError(err, "query report stats")
+	}
+	defer rows.Close()
+	var (
+		room      uuid.UUID
+		online    int64 // the room's count at the current bucket's start, carried forward
+		started   bool
+		bucket    time.Time
+		onlineIn  int64
+		peakIn    *int64
+		onlineEnd *int64
+		moment    *float64
+		s         statRow
+	)
+	for rows.Next() {
+		var rid uuid.UUID
+		if err := rows.Scan(&rid, &bucket, &onlineIn, &peakIn, &onlineEnd, &moment,
+			&s.TotalConnections, &s.sessionsEnded, &s.sessionSecondsSum, &s.UniqueUsers); err != nil {
+			return pgError(err, "read report stats")
+		}
+		if !started || rid != room {
+			room, online, started = rid, onlineIn, true
+		}
+		bucket = bucket.In(r.loc)
+		end := g.Next(bucket)
+		if end.After(now) {
+			end = now
+		}
+		s.RoomID, s.Bucket, s.Granularity = rid, bucket, g
+		s.PeakOnline, s.AvgOnline, s.AvgSessionDuration = 0, 0, 0
+		if length := end.Sub(bucket).Seconds(); length > 0 { // a bucket not begun yet stays at zero
+			integral := float64(online) * length
+			s.PeakOnline = online
+			if peakIn != nil && *peakIn > s.PeakOnline {
+				s.PeakOnline = *peakIn
+			}
+			if moment != nil {
+				integral += *moment
+			}
+			s.AvgOnline = math.Max(integral/length, 0)
+		}
+		if s.sessionsEnded > 0 {
+			s.AvgSessionDuration = s.sessionSecondsSum / float64(s.sessionsEnded)
+		}
+		if onlineEnd != nil {
+			online = *onlineEnd
+		}
+		if err := fn(s); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return pgError(err, "read report stats")
+	}
+	return nil
+}
+
+// Totals returns the selected rooms together, one row per bucket of q in order, as TotalsRow
+// documents: peaks and averages summed over rooms, unique users counted once across rooms,
+// session duration weighted by the sessions that ended in each room.
+// Errors: as Stats.
+func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.TotalsRow, error) {
+	if err := r.validate(q); err != nil {
+		return nil, err
+	}
+	rooms, err := r.roomsOf(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	q.RoomIDs = rooms
+	n := r.CountBuckets(q)
+	totals := make([]presencestats.TotalsRow, 0, n)
+	index := make(map[int64]int, n)
+	type sums struct {
+		ended int64
+		secs  float64
+	}
+	var sessions []sums
+	first := q.Granularity.Truncate(q.Start, r.loc)
+	for b := first; b.Before(q.End); b = q.Granularity.Next(b) {
+		index[b.Unix()] = len(totals)
+		totals = append(totals, presencestats.TotalsRow{Bucket: b})
+		sessions = append(sessions, sums{})
+	}
+	err = r.scan(ctx, q, func(s statRow) error {
+		i, ok := index[s.Bucket.Unix()]
+		if !ok {
+			return fmt.Errorf("report totals: bucket %s not in the range", s.Bucket)
+		}
+		t := &totals[i]
+		t.PeakOnline += s.PeakOnline
+		t.AvgOnline += s.AvgOnline
+		t.TotalConnections += s.TotalConnections
+		sessions[i].ended += s.sessionsEnded
+		sessions[i].secs += s.sessionSecondsSum
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range totals {
+		if sessions[i].ended > 0 {
+			totals[i].AvgSessionDuration = sessions[i].secs / float64(sessions[i].ended)
+		}
+	}
+	rows, err := r.pool.Query(ctx, r.totalUsers[q.Granularity], rooms, first, q.End)
+	if err != nil {
+		return nil, pgError(err, "query report unique users")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b time.Time
+		var n int64
+		if err := rows.Scan(&b, &n); err != nil {
+			return nil, pgError(err, "read report unique users")
+		}
+		if i, ok := index[b.Unix()]; ok {
+			totals[i].UniqueUsers = n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, pgError(err, "read report unique users")
+	}
+	return totals, nil
+}
+
+// PeakHours returns presence by hour of day (0-23 in the report zone) over q's range for the
+// selected rooms together, as PeakHour documents, from the hourly aggregates whatever
+// q.Granularity is. Hours of day that the range does not cover are left out.
+// Errors: EINVALID for End not after Start, otherwise as Stats.
+func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.PeakHour, error) {
+	q.Granularity = presencestats.Hour
+	if err := r.validate(q); err != nil {
+		return nil, err
+	}
+	type hourSum struct {
+		avg  float64
+		peak int64
+	}
+	// Sum over rooms per hour bucket; rows arrive room by room, so keep every bucket's sums.
+	perBucket := map[int64]*hourSum{}
+	err := r.scan(ctx, q, func(s statRow) error {
+		h := perBucket[s.Bucket.Unix()]
+		if h == nil {
+			h = &hourSum{}
+			perBucket[s.Bucket.Unix()] = h
+		}
+		h.avg += s.AvgOnline
+		h.peak += s.PeakOnline
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var avg [24]float64
+	var peak [24]int64
+	var count [24]int
+	for unix, h := range perBucket {
+		hour := time.Unix(unix, 0).In(r.loc).Hour()
+		avg[hour] += h.avg
+		count[hour]++
+		if h.peak > peak[hour] {
+			peak[hour] = h.peak
+		}
+	}
+	out := make([]presencestats.PeakHour, 0, 24)
+	for hour := range 24 {
+		if count[hour] == 0 {
+			continue
+		}
+		out = append(out, presencestats.PeakHour{Hour: hour, AvgOnline: avg[hour] / float64(count[hour]), PeakOnline: peak[hour]})
+	}
+	return out, nil
+}
+
+// Rooms returns every room seen in the aggregates, in id order, for the dashboard's picker.
+// Errors: EUNAVAILABLE when the database is unreachable, EINTERNAL otherwise.
+func (r *Reports) Rooms(ctx context.Context) ([]uuid.UUID, error) {
+	rows, err := r.pool.Query(ctx, r.rooms)
+	if err != nil {
+		return nil, pgError(err, "query report rooms")
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, pgError(err, "read report rooms")
+	}
+	return ids, nil
+}
