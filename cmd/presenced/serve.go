@@ -36,6 +36,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var features []handlers.Feature
 	// closers run after the HTTP server has stopped, in order.
 	var closers []func(context.Context)
+	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the event
+	// recorder and Redis close. TODO(history): pass the event collector instead of nil.
+	presence := startPresence(cfg, log, reg, rdb, auth, nil)
+	features = append(features, presence.Hub)
+	closers = append(closers, presence.Close)
 
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger:   log,

@@ -1,0 +1,149 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+	"github.com/olahol/melody"
+	"golang.org/x/time/rate"
+
+	"presencestats"
+)
+
+// Register adds GET /ws/rooms/:room_id and the room stats endpoints.
+func (h *Hub) Register(r *gin.Engine) {
+	r.GET("/ws/rooms/:room_id", h.serveWS)
+	api := r.Group("/api/rooms", RequireUser(h.cfg.Auth, h.log))
+	api.GET("/stats", h.serveManyStats)
+	api.GET("/:room_id/stats", h.serveRoomStats)
+}
+
+func parseRoomID(s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil || id == uuid.Nil {
+		return uuid.Nil, presencestats.Errorf(presencestats.EINVALID, "room_id %q is not a UUID", truncate(s, 64))
+	}
+	return id, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// serveWS authenticates and validates before the upgrade, so a bad request gets a plain HTTP
+// answer (401, 400, 403) and never a WebSocket.
+func (h *Hub) serveWS(c *gin.Context) {
+	claims, err := h.cfg.Auth.authenticate(c)
+	if err != nil {
+		writeError(c, h.log, err)
+		return
+	}
+	room, err := parseRoomID(c.Param("room_id"))
+	if err != nil {
+		writeError(c, h.log, err)
+		return
+	}
+	if !h.originAllowed(c.Request) {
+		writeError(c, h.log, presencestats.Errorf(presencestats.EFORBIDDEN, "origin %q is not allowed", truncate(c.GetHeader("Origin"), 100)))
+		return
+	}
+	h.mu.Lock()
+	closing := h.closing
+	h.mu.Unlock()
+	if closing {
+		writeError(c, h.log, presencestats.Errorf(presencestats.EUNAVAILABLE, "server shutting down"))
+		return
+	}
+	conn := &wsConn{
+		hub: h, id: newEventID(), room: room, user: claims.UserID,
+		ip: clientIP(c.Request, h.cfg.TrustedProxies), ua: truncate(c.Request.UserAgent(), 512),
+		limiter: rate.NewLimiter(rate.Limit(h.cfg.ChatRatePerSecond), h.cfg.ChatBurst),
+	}
+	// The upgrade writes its own 400 on a bad handshake; the session runs inside this call.
+	if err := h.m.HandleRequestWithKeys(c.Writer, c.Request, map[string]any{connKey: conn}); err != nil {
+		h.log.Debug("websocket upgrade failed", "err", err)
+	}
+}
+
+// originAllowed accepts requests without Origin (not from a browser), and otherwise an Origin
+// listed in ALLOWED_ORIGINS ("*" allows all) or, when the list is empty, of the same host.
+func (h *Hub) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if len(h.cfg.AllowedOrigins) == 0 {
+		return strings.EqualFold(u.Host, r.Host)
+	}
+	for _, a := range h.cfg.AllowedOrigins {
+		if a == "*" || strings.EqualFold(strings.TrimRight(a, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// onMessage handles one client frame. Every bad frame gets an error frame; none closes the
+// connection (melody closes only above 4 x MAX_MESSAGE_BYTES, with 1009).
+func (h *Hub) onMessage(s *melody.Session, msg []byte) {
+	c := connOf(s)
+	if c == nil {
+		return
+	}
+	if len(msg) > h.cfg.MaxMessageBytes {
+		c.send(errorFrame(CodeTooLarge, "frame larger than max_message_bytes"))
+		return
+	}
+	var f ClientFrame
+	dec := json.NewDecoder(bytes.NewReader(msg))
+	if err := dec.Decode(&f); err != nil || dec.More() {
+		c.send(errorFrame(CodeInvalidJSON, "frame is not a JSON object"))
+		return
+	}
+	switch f.Type {
+	case TypePing:
+		c.send(pongFrame)
+	case TypeMessage:
+		h.chat(c, f.Text)
+	default:
+		c.send(errorFrame(CodeUnknownType, "unknown message type: send message or ping"))
+	}
+}
+
+func (h *Hub) chat(c *wsConn, text string) {
+	text = strings.TrimSpace(text)
+	if text == "" || !utf8.ValidString(text) {
+		c.send(errorFrame(CodeInvalidField, "text must be non-empty UTF-8"))
+		return
+	}
+	if !c.limiter.Allow() {
+		c.send(errorFrame(CodeRateLimited, "too many messages: slow down"))
+		return
+	}
+	h.metrics.chat.Inc()
+	payload, err := json.Marshal(ChatMessage{RoomID: c.room, UserID: c.user, Text: text, Timestamp: h.now().UTC()})
+	if err != nil {
+		return
+	}
+	ctx, cancel := storeCtx()
+	defer cancel()
+	if err := h.cfg.Store.Publish(ctx, c.room, payload); err != nil {
+		// Redis is down: members on this instance still get it.
+		h.markDown(err)
+		h.onChat(c.room, payload)
+		c.send(errorFrame(CodeUnavailable, "message delivered on this server only: the relay is down"))
+	}
+}

@@ -1,0 +1,796 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/olahol/melody"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"presencestats"
+)
+
+// PresenceStore is the live presence the hub needs (storage.Presence). Errors: EUNAVAILABLE when
+// the store cannot be reached; Leave returns ENOTFOUND for a session that is not there.
+type PresenceStore interface {
+	Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error)
+	Leave(ctx context.Context, room, session uuid.UUID) (presencestats.PresenceEvent, presencestats.OnlineStats, error)
+	Touch(ctx context.Context, room uuid.UUID, sessions []uuid.UUID) (presencestats.OnlineStats, []uuid.UUID, error)
+	Counts(ctx context.Context, rooms ...uuid.UUID) ([]presencestats.OnlineStats, error)
+	Publish(ctx context.Context, room uuid.UUID, payload []byte) error
+	Ping(ctx context.Context) error
+	Listen(ctx context.Context, onStats func(presencestats.OnlineStats), onMessage func(room uuid.UUID, payload []byte), onState func(up bool)) error
+}
+
+// EventRecorder takes presence events for the history without waiting (storage.Collector);
+// it returns an error only for an event that cannot be stored.
+type EventRecorder interface {
+	Record(ev presencestats.PresenceEvent) error
+}
+
+// HubConfig is what the real-time presence feature needs; cmd fills it from Config.
+type HubConfig struct {
+	Store    PresenceStore
+	Recorder EventRecorder
+	Auth     *TokenAuthority
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+
+	AllowedOrigins         []string       // empty: same host only
+	TrustedProxies         []netip.Prefix // peers whose X-Forwarded-For is believed
+	MaxMessageBytes        int
+	PresenceTTL            time.Duration
+	StatsPushInterval      time.Duration
+	StatsCacheTTL          time.Duration
+	HeartbeatEventInterval time.Duration
+	ChatRatePerSecond      float64
+	ChatBurst              int
+	SendBuffer             int
+	// WriteWait bounds one frame write; a client that reads nothing is cut after it. Default 5s.
+	WriteWait time.Duration
+	Now       func() time.Time
+}
+
+// Hub is the real-time presence feature: the WebSocket rooms of this instance, their sessions in
+// the presence store, the coalesced push of counts to members, the chat relay, the in-process
+// cache of counts that REST reads, and the recovery after a Redis outage.
+type Hub struct {
+	cfg     HubConfig
+	log     *slog.Logger
+	m       *melody.Melody
+	metrics *hubMetrics
+	now     func() time.Time
+
+	mu       sync.Mutex
+	rooms    map[uuid.UUID]*localRoom
+	pending  []*wsConn // sessions whose leave failed while Redis was down
+	closing  bool
+	conns    sync.WaitGroup
+	resyncMu sync.Mutex
+
+	cacheMu sync.RWMutex
+	cache   map[uuid.UUID]cachedStats
+
+	up       atomic.Bool // Redis reachable as far as we know
+	bgCancel context.CancelFunc
+	bgDone   sync.WaitGroup
+}
+
+type cachedStats struct {
+	st presencestats.OnlineStats
+	at time.Time // local time of the last confirmation
+}
+
+// localRoom is a room with members on this instance, and its push coalescing state.
+type localRoom struct {
+	members  map[*wsConn]struct{}
+	last     presencestats.OnlineStats // newest counts seen
+	hasLast  bool
+	lastPush time.Time
+	pending  bool // a push of last is scheduled
+}
+
+// wsConn is one WebSocket session.
+type wsConn struct {
+	hub         *Hub
+	s           *melody.Session
+	id          uuid.UUID
+	room        uuid.UUID
+	user        uuid.UUID
+	ip          netip.Addr
+	ua          string
+	connectedAt time.Time
+	limiter     *rate.Limiter
+
+	sendMu  sync.Mutex
+	queued  int  // frames in melody's buffer, not yet written
+	dropped bool // slow consumer: no more frames
+
+	// stateMu serialises this session's presence-store changes (join, leave, re-join), so that a
+	// re-registration never revives a session that has left.
+	stateMu     sync.Mutex
+	inStore     bool // the store has (or had, before an outage) this session
+	recorded    bool // its connected event was recorded
+	left        bool
+	reason      string // why it ended, when not "closed"
+	lastHBEvent time.Time
+	counted     bool // onConnect registered it (h.conns, members)
+}
+
+type hubMetrics struct {
+	connections   prometheus.Gauge
+	joins         prometheus.Counter
+	leaves        *prometheus.CounterVec
+	rejoins       prometheus.Counter
+	pushes        prometheus.Counter
+	frames        prometheus.Counter
+	slow          prometheus.Counter
+	cacheHits     prometheus.Counter
+	cacheMisses   prometheus.Counter
+	eventsRefused prometheus.Counter
+	chat          prometheus.Counter
+}
+
+func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
+	m := &hubMetrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "presence_ws_connections", Help: "Open WebSocket sessions on this instance."}),
+		joins:       prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_joins_total", Help: "Sessions joined (connected events)."}),
+		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presence_leaves_total", Help: "Sessions left, by reason."},
+			[]string{"reason"}),
+		rejoins:       prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_rejoins_total", Help: "Sessions registered again after a Redis outage or an expiry."}),
+		pushes:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_pushes_total", Help: "online_stats pushes to a room's local members (after coalescing)."}),
+		frames:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_ws_frames_sent_total", Help: "Frames queued to WebSocket clients."}),
+		slow:          prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_slow_consumers_total", Help: "Sessions dropped because their send buffer overflowed."}),
+		cacheHits:     prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_hits_total", Help: "Room counts served from the in-process cache."}),
+		cacheMisses:   prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_misses_total", Help: "Room counts read from Redis."}),
+		eventsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_events_refused_total", Help: "Presence events the recorder refused."}),
+		chat:          prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_chat_messages_total", Help: "Chat messages accepted from clients on this instance."}),
+	}
+	reg.MustRegister(m.connections, m.joins, m.leaves, m.rejoins, m.pushes, m.frames, m.slow, m.cacheHits, m.cacheMisses, m.eventsRefused, m.chat)
+	return m
+}
+
+const connKey = "presence.conn"
+
+// NewHub returns the hub and starts its background work: the subscription to every room's
+// updates and the heartbeat of this instance's sessions. Close stops it.
+func NewHub(cfg HubConfig) *Hub {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.WriteWait <= 0 {
+		cfg.WriteWait = 5 * time.Second
+	}
+	if cfg.SendBuffer <= 0 {
+		cfg.SendBuffer = 256
+	}
+	h := &Hub{
+		cfg: cfg, log: cfg.Logger, now: cfg.Now, metrics: newHubMetrics(cfg.Registry),
+		rooms: map[uuid.UUID]*localRoom{}, cache: map[uuid.UUID]cachedStats{},
+	}
+	h.up.Store(true)
+	m := melody.New()
+	// melody closes the connection on a frame above its limit (1009); frames between
+	// MAX_MESSAGE_BYTES and this hard limit get an error frame and the connection stays.
+	m.Config.MaxMessageSize = int64(4 * cfg.MaxMessageBytes)
+	// One slot more than WS_SEND_BUFFER, kept for the close frame of a slow consumer.
+	m.Config.MessageBufferSize = cfg.SendBuffer + 1
+	m.Config.PongWait = cfg.PresenceTTL
+	m.Config.PingPeriod = h.heartbeatInterval()
+	m.Config.WriteWait = cfg.WriteWait
+	m.Upgrader.CheckOrigin = h.originAllowed
+	m.HandleConnect(h.onConnect)
+	m.HandleDisconnect(h.onDisconnect)
+	m.HandleMessage(h.onMessage)
+	m.HandleMessageBinary(func(s *melody.Session, _ []byte) {
+		if c := connOf(s); c != nil {
+			c.send(errorFrame(CodeInvalidJSON, "binary frames are not accepted: send JSON text frames"))
+		}
+	})
+	m.HandleSentMessage(func(s *melody.Session, _ []byte) {
+		if c := connOf(s); c != nil {
+			c.sendMu.Lock()
+			c.queued--
+			c.sendMu.Unlock()
+		}
+	})
+	m.HandleError(h.onError)
+	h.m = m
+
+	ctx, cancel := context.WithCancel(context.Background())
+	h.bgCancel = cancel
+	h.bgDone.Add(2)
+	go func() {
+		defer h.bgDone.Done()
+		_ = cfg.Store.Listen(ctx, h.onStats, h.onChat, h.onStoreState)
+	}()
+	go func() {
+		defer h.bgDone.Done()
+		h.heartbeatLoop(ctx)
+	}()
+	return h
+}
+
+// heartbeatInterval is how often sessions are refreshed in Redis and how often clients are
+// asked to show they live: a third of PRESENCE_TTL, so two missed beats do not expire anyone.
+func (h *Hub) heartbeatInterval() time.Duration {
+	return max(h.cfg.PresenceTTL/3, 10*time.Millisecond)
+}
+
+func connOf(s *melody.Session) *wsConn {
+	v, ok := s.Get(connKey)
+	if !ok {
+		return nil
+	}
+	c, _ := v.(*wsConn)
+	return c
+}
+
+func (h *Hub) record(ev presencestats.PresenceEvent) {
+	if err := h.cfg.Recorder.Record(ev); err != nil {
+		h.metrics.eventsRefused.Inc()
+		h.log.Error("presence event refused", "err", err, "type", ev.Type, "session_id", ev.SessionID)
+	}
+}
+
+func (c *wsConn) event(ev presencestats.PresenceEvent) presencestats.PresenceEvent {
+	ev.UserIP, ev.UserAgent = c.ip, c.ua
+	return ev
+}
+
+// storeCtx bounds one presence-store call made on behalf of a session.
+func storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 2*time.Second)
+}
+
+// markDown records that Redis failed; the heartbeat loop probes it and re-registers sessions
+// when it answers again.
+func (h *Hub) markDown(err error) {
+	if h.up.Swap(false) {
+		h.log.Warn("presence store down: serving last known counts as degraded", "err", err)
+	}
+}
+
+func (h *Hub) onConnect(s *melody.Session) {
+	c := connOf(s)
+	if c == nil {
+		return
+	}
+	c.s = s
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		_ = s.CloseWithMsg(melody.FormatCloseMessage(melody.CloseGoingAway, "server shutdown"))
+		return
+	}
+	c.counted = true
+	h.conns.Add(1)
+	h.metrics.connections.Inc()
+	r := h.rooms[c.room]
+	if r == nil {
+		r = &localRoom{members: map[*wsConn]struct{}{}}
+		h.rooms[c.room] = r
+	}
+	r.members[c] = struct{}{}
+	h.mu.Unlock()
+
+	c.send(mustFrame(TypeWelcome, WelcomeData{
+		SessionID: c.id, RoomID: c.room, UserID: c.user,
+		HeartbeatIntervalMS: h.heartbeatInterval().Milliseconds(), MaxMessageBytes: h.cfg.MaxMessageBytes,
+	}))
+	c.stateMu.Lock()
+	snapshot, ok := h.joinLocked(c)
+	c.stateMu.Unlock()
+	if !ok {
+		snapshot = h.cachedOrZero(c.room)
+		snapshot.Degraded = true
+	}
+	c.send(StatsFrame(snapshot))
+	if ok {
+		h.applyStats(snapshot)
+	}
+}
+
+// joinLocked registers c in the store (c.stateMu held) and records its connected event the
+// first time. It reports whether the store answered.
+func (h *Hub) joinLocked(c *wsConn) (presencestats.OnlineStats, bool) {
+	if c.left {
+		return presencestats.OnlineStats{}, false
+	}
+	ctx, cancel := storeCtx()
+	defer cancel()
+	connected := time.Time{}
+	if c.recorded {
+		connected = c.connectedAt
+	}
+	ev, st, err := h.cfg.Store.Join(ctx, c.room, c.user, c.id, connected)
+	if err != nil {
+		h.markDown(err)
+		return presencestats.OnlineStats{}, false
+	}
+	first := !c.inStore
+	c.inStore = true
+	if !c.recorded {
+		c.recorded = true
+		c.connectedAt = ev.TS
+		c.lastHBEvent = h.now()
+		h.metrics.joins.Inc()
+		h.record(c.event(ev))
+	} else if !first && ev.Type == presencestats.EventConnected {
+		// It had been expired (with a timeout event) while this instance was stalled: it is a
+		// new connection as far as the history is concerned.
+		h.metrics.rejoins.Inc()
+		h.record(c.event(ev))
+	} else {
+		h.metrics.rejoins.Inc()
+	}
+	return st, true
+}
+
+func (h *Hub) onDisconnect(s *melody.Session) {
+	c := connOf(s)
+	if c == nil || !c.counted {
+		return
+	}
+	defer h.conns.Done()
+	h.metrics.connections.Dec()
+	h.mu.Lock()
+	if r := h.rooms[c.room]; r != nil {
+		delete(r.members, c)
+		if len(r.members) == 0 {
+			delete(h.rooms, c.room)
+		}
+	}
+	h.mu.Unlock()
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	if c.left {
+		return
+	}
+	c.left = true
+	reason := c.reason
+	c.sendMu.Lock()
+	if c.dropped {
+		reason = presencestats.ReasonSlowConsumer
+	}
+	c.sendMu.Unlock()
+	if reason == "" {
+		reason = presencestats.ReasonClosed
+	}
+	h.leaveLocked(c, reason)
+}
+
+// leaveLocked removes c from the store (c.stateMu held, c.left set) and records its
+// disconnected event. While Redis is down the leave waits in h.pending.
+func (h *Hub) leaveLocked(c *wsConn, reason string) {
+	c.reason = reason
+	if !c.inStore {
+		return // never reached Redis (joined during an outage): nothing to undo, nothing recorded
+	}
+	ctx, cancel := storeCtx()
+	defer cancel()
+	ev, st, err := h.cfg.Store.Leave(ctx, c.room, c.id)
+	switch {
+	case err == nil:
+		c.inStore = false
+		ev.Reason = reason
+		h.metrics.leaves.WithLabelValues(reason).Inc()
+		h.record(c.event(ev))
+		h.applyStats(st)
+	case presencestats.ErrorCode(err) == presencestats.ENOTFOUND:
+		// Expired by a sweeper (its timeout event is recorded) or lost with Redis's data.
+		c.inStore = false
+		h.applyStats(st)
+	default:
+		h.markDown(err)
+		h.mu.Lock()
+		h.pending = append(h.pending, c)
+		h.mu.Unlock()
+	}
+}
+
+func (h *Hub) onError(s *melody.Session, err error) {
+	c := connOf(s)
+	if c == nil {
+		return
+	}
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, melody.ErrMessageBufferFull):
+		c.dropSlow()
+	case errors.As(err, &ne) && ne.Timeout():
+		c.stateMu.Lock()
+		if c.reason == "" {
+			c.reason = presencestats.ReasonTimeout
+		}
+		c.stateMu.Unlock()
+	}
+}
+
+// send queues a frame to the client without waiting. A client whose queue is full is a slow
+// consumer: it is disconnected (1008) and gets no more frames; the room is never held up.
+func (c *wsConn) send(frame []byte) {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.dropped || c.s == nil {
+		return
+	}
+	if c.queued >= c.hub.cfg.SendBuffer {
+		c.dropSlowLocked()
+		return
+	}
+	c.queued++
+	c.hub.metrics.frames.Inc()
+	_ = c.s.Write(frame)
+}
+
+func (c *wsConn) dropSlow() {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	c.dropSlowLocked()
+}
+
+func (c *wsConn) dropSlowLocked() {
+	if c.dropped {
+		return
+	}
+	c.dropped = true
+	c.hub.metrics.slow.Inc()
+	c.hub.log.Warn("dropping slow consumer", "session_id", c.id, "room_id", c.room, "queued", c.queued)
+	// The buffer has one slot more than WS_SEND_BUFFER: the close frame always fits. A client
+	// that reads nothing at all is cut when the pending write times out (WriteWait).
+	_ = c.s.CloseWithMsg(melody.FormatCloseMessage(melody.ClosePolicyViolation, "slow consumer"))
+}
+
+// applyStats takes the newest counts of a room (from this instance's own change or from the
+// room's channel): it refreshes the cache and pushes them to the room's local members, at most
+// once per STATS_PUSH_INTERVAL except for 0 <-> 1 transitions, always with the latest value.
+func (h *Hub) applyStats(st presencestats.OnlineStats) {
+	h.cachePut(st)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[st.RoomID]
+	if r == nil {
+		return
+	}
+	if r.hasLast {
+		if st.Timestamp.Before(r.last.Timestamp) {
+			return // older than what members have or will get
+		}
+		if st.Timestamp.Equal(r.last.Timestamp) && st.OnlineCount == r.last.OnlineCount && st.SessionCount == r.last.SessionCount {
+			return // the same change, seen twice (own result and channel)
+		}
+	}
+	prev := r.last.OnlineCount
+	r.last, r.hasLast = st, true
+	now := h.now()
+	transition := (prev == 0 && st.OnlineCount == 1) || (prev == 1 && st.OnlineCount == 0)
+	if transition || now.Sub(r.lastPush) >= h.cfg.StatsPushInterval {
+		h.pushLocked(st.RoomID, r, now)
+		return
+	}
+	if !r.pending {
+		r.pending = true
+		room := st.RoomID
+		time.AfterFunc(r.lastPush.Add(h.cfg.StatsPushInterval).Sub(now), func() { h.flush(room) })
+	}
+}
+
+func (h *Hub) flush(room uuid.UUID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.rooms[room]; r != nil && r.pending {
+		h.pushLocked(room, r, h.now())
+	}
+}
+
+func (h *Hub) pushLocked(room uuid.UUID, r *localRoom, now time.Time) {
+	r.pending = false
+	r.lastPush = now
+	frame := StatsFrame(r.last)
+	for c := range r.members {
+		c.send(frame)
+	}
+	h.metrics.pushes.Inc()
+}
+
+// onStats receives a room's counts from the room's channel.
+func (h *Hub) onStats(st presencestats.OnlineStats) { h.applyStats(st) }
+
+// onChat receives a chat message from the room's channel and relays it to local members.
+func (h *Hub) onChat(room uuid.UUID, payload []byte) {
+	frame := make([]byte, 0, len(payload)+32)
+	frame = append(frame, `{"type":"message","data":`...)
+	frame = append(frame, payload...)
+	frame = append(frame, '}')
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.rooms[room]; r != nil {
+		for c := range r.members {
+			c.send(frame)
+		}
+	}
+}
+
+// onStoreState hears that the subscription was lost or (re)established. Updates are lost while
+// it is down, so coming back means: cached counts are stale and Redis may have lost our sessions.
+func (h *Hub) onStoreState(up bool) {
+	if !up {
+		h.markDown(errors.New("subscription lost"))
+		return
+	}
+	go h.resync()
+}
+
+// resync runs when Redis answers again: the leaves that failed meanwhile are applied, every
+// live session of this instance is registered again (counts become exact without any client
+// reconnecting), the cache is refetched, and the degraded flag goes.
+func (h *Hub) resync() {
+	h.resyncMu.Lock()
+	defer h.resyncMu.Unlock()
+	h.mu.Lock()
+	pending := h.pending
+	h.pending = nil
+	var live []*wsConn
+	for _, r := range h.rooms {
+		for c := range r.members {
+			live = append(live, c)
+		}
+	}
+	h.mu.Unlock()
+	ok := true
+	for i, c := range pending {
+		c.stateMu.Lock()
+		h.leaveLocked(c, c.reason)
+		c.stateMu.Unlock()
+		if !h.up.Load() && c.inStore { // it went back to pending: Redis is still down
+			h.mu.Lock()
+			h.pending = append(h.pending, pending[i+1:]...)
+			h.mu.Unlock()
+			ok = false
+			break
+		}
+	}
+	if ok {
+		h.up.Store(true) // joinLocked marks it down again on failure
+		for _, c := range live {
+			c.stateMu.Lock()
+			if !c.left {
+				if _, okJoin := h.joinLocked(c); !okJoin {
+					ok = false
+				}
+			}
+			c.stateMu.Unlock()
+			if !ok {
+				break
+			}
+		}
+	}
+	if !ok {
+		h.up.Store(false)
+		return
+	}
+	h.cacheMu.Lock()
+	clear(h.cache)
+	h.cacheMu.Unlock()
+	h.log.Info("presence store back: sessions registered again", "sessions", len(live), "leaves_applied", len(pending))
+}
+
+// heartbeatLoop refreshes this instance's sessions in Redis every heartbeat interval (their
+// deadlines move to now + PRESENCE_TTL), re-joins those a sweeper expired, records a heartbeat
+// event per session at most every HEARTBEAT_EVENT_INTERVAL, and while Redis is down probes it.
+func (h *Hub) heartbeatLoop(ctx context.Context) {
+	every := min(h.heartbeatInterval(), h.cfg.HeartbeatEventInterval)
+	t := time.NewTicker(min(every, 500*time.Millisecond))
+	defer t.Stop()
+	var lastBeat time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !h.up.Load() {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := h.cfg.Store.Ping(pctx)
+			cancel()
+			if err == nil {
+				h.resync()
+			}
+			continue
+		}
+		if now := h.now(); now.Sub(lastBeat) >= every {
+			lastBeat = now
+			h.beat(ctx)
+		}
+	}
+}
+
+func (h *Hub) beat(ctx context.Context) {
+	h.mu.Lock()
+	byRoom := make(map[uuid.UUID][]*wsConn, len(h.rooms))
+	for id, r := range h.rooms {
+		for c := range r.members {
+			byRoom[id] = append(byRoom[id], c)
+		}
+	}
+	h.mu.Unlock()
+	for room, conns := range byRoom {
+		ids := make([]uuid.UUID, 0, len(conns))
+		for _, c := range conns {
+			ids = append(ids, c.id)
+		}
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, missing, err := h.cfg.Store.Touch(tctx, room, ids)
+		cancel()
+		if err != nil {
+			h.markDown(err)
+			return
+		}
+		h.applyStats(st)
+		gone := make(map[uuid.UUID]bool, len(missing))
+		for _, id := range missing {
+			gone[id] = true
+		}
+		now := h.now()
+		for _, c := range conns {
+			c.stateMu.Lock()
+			switch {
+			case c.left || !c.inStore:
+			case gone[c.id]:
+				h.joinLocked(c)
+			case now.Sub(c.lastHBEvent) >= h.cfg.HeartbeatEventInterval:
+				c.lastHBEvent = now
+				h.record(c.event(presencestats.PresenceEvent{
+					EventID: newEventID(), TS: st.Timestamp, RoomID: room, UserID: c.user, SessionID: c.id,
+					Type: presencestats.EventHeartbeat, OnlineAfter: int(st.OnlineCount),
+				}))
+			}
+			c.stateMu.Unlock()
+		}
+	}
+}
+
+func newEventID() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.New()
+	}
+	return id
+}
+
+func (h *Hub) cachePut(st presencestats.OnlineStats) {
+	now := h.now()
+	h.cacheMu.Lock()
+	defer h.cacheMu.Unlock()
+	if old, ok := h.cache[st.RoomID]; ok && st.Timestamp.Before(old.st.Timestamp) {
+		return
+	}
+	st.Degraded = false
+	h.cache[st.RoomID] = cachedStats{st: st, at: now}
+}
+
+func (h *Hub) cachedOrZero(room uuid.UUID) presencestats.OnlineStats {
+	h.cacheMu.RLock()
+	e, ok := h.cache[room]
+	h.cacheMu.RUnlock()
+	if !ok {
+		return presencestats.OnlineStats{RoomID: room, Timestamp: h.now().UTC()}
+	}
+	return e.st
+}
+
+// CachedStats returns the counts of room from the cache when they are fresh (confirmed by the
+// room's channel or Redis within STATS_CACHE_TTL, with Redis up).
+func (h *Hub) CachedStats(room uuid.UUID) (presencestats.OnlineStats, bool) {
+	h.cacheMu.RLock()
+	e, ok := h.cache[room]
+	h.cacheMu.RUnlock()
+	if !ok || !h.up.Load() || h.now().Sub(e.at) > h.cfg.StatsCacheTTL {
+		return presencestats.OnlineStats{}, false
+	}
+	return e.st, true
+}
+
+// Stats returns the counts of rooms: from the cache when fresh, else from Redis in one round
+// trip. While Redis is down it answers the last known counts (zero for an unknown room) with
+// Degraded set; it does not fail.
+func (h *Hub) Stats(ctx context.Context, rooms []uuid.UUID) []presencestats.OnlineStats {
+	out := make([]presencestats.OnlineStats, len(rooms))
+	var miss []int
+	for i, room := range rooms {
+		if st, ok := h.CachedStats(room); ok {
+			out[i] = st
+			h.metrics.cacheHits.Inc()
+			continue
+		}
+		miss = append(miss, i)
+	}
+	if len(miss) == 0 {
+		return out
+	}
+	h.metrics.cacheMisses.Add(float64(len(miss)))
+	if h.up.Load() {
+		ids := make([]uuid.UUID, len(miss))
+		for j, i := range miss {
+			ids[j] = rooms[i]
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		got, err := h.cfg.Store.Counts(cctx, ids...)
+		cancel()
+		if err == nil {
+			for j, i := range miss {
+				h.cachePut(got[j])
+				out[i] = got[j]
+			}
+			return out
+		}
+		if ctx.Err() == nil {
+			h.markDown(err)
+		}
+	}
+	for _, i := range miss {
+		out[i] = h.cachedOrZero(rooms[i])
+		out[i].Degraded = true
+	}
+	return out
+}
+
+// Close ends every session of this instance (reason server_shutdown: each leaves Redis and is
+// recorded), closes the WebSockets with 1001, and stops the hub's background work. Run it after
+// the HTTP server has stopped and before the event recorder and Redis are closed.
+func (h *Hub) Close(ctx context.Context) {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return
+	}
+	h.closing = true
+	var live []*wsConn
+	for _, r := range h.rooms {
+		for c := range r.members {
+			live = append(live, c)
+		}
+	}
+	h.mu.Unlock()
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, c := range live {
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c.stateMu.Lock()
+			defer c.stateMu.Unlock()
+			if !c.left {
+				c.left = true
+				h.leaveLocked(c, presencestats.ReasonServerShutdown)
+			}
+		}()
+	}
+	wg.Wait()
+	_ = h.m.CloseWithMsg(melody.FormatCloseMessage(melody.CloseGoingAway, "server shutdown"))
+	done := make(chan struct{})
+	go func() { h.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		h.log.Warn("hub close: sessions still closing at the deadline")
+	}
+	h.bgCancel()
+	h.bgDone.Wait()
+	h.log.Info("presence hub closed", "sessions", len(live))
+}

@@ -1,0 +1,104 @@
+package handlers
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+
+	"presencestats"
+)
+
+// Every WebSocket message of GET /ws/rooms/:room_id, both directions, is declared in this file.
+// Frames are JSON text frames {"type": ..., "data": ...}.
+//
+// Server -> client:
+//
+//	welcome       first frame after the upgrade: the session's ids and the client's duties
+//	              (heartbeat_interval_ms: send {"type":"ping"} at least this often when the
+//	              WebSocket library does not answer server pings by itself; max_message_bytes)
+//	online_stats  the room's counts (presencestats.OnlineStats): once right after joining (the
+//	              snapshot) and after every change, coalesced to one per STATS_PUSH_INTERVAL
+//	message       a chat message relayed to everyone in the room, on every instance
+//	pong          the answer to {"type":"ping"}
+//	error         a bad frame (the connection stays open): data.code is one of the Code* below
+//
+// Client -> server:
+//
+//	{"type":"message","text":"..."}   chat (frame at most MAX_MESSAGE_BYTES, rate-limited)
+//	{"type":"ping"}                   application heartbeat; WebSocket pongs count as well
+//
+// Close codes the server uses: 1000 normal, 1001 server shutdown, 1008 slow consumer (its send
+// buffer of WS_SEND_BUFFER frames overflowed), 1009 frame above 4 x MAX_MESSAGE_BYTES.
+const (
+	TypeWelcome     = "welcome"
+	TypeOnlineStats = "online_stats"
+	TypeMessage     = "message"
+	TypePing        = "ping"
+	TypePong        = "pong"
+	TypeError       = "error"
+)
+
+// Error codes of error frames.
+const (
+	CodeTooLarge     = "too_large"    // frame above MAX_MESSAGE_BYTES
+	CodeInvalidJSON  = "invalid_json" // not a JSON object
+	CodeUnknownType  = "unknown_type" // a type the server does not know
+	CodeInvalidField = "invalid"      // a known type with a bad field (empty text...)
+	CodeRateLimited  = "rate_limited" // chat faster than CHAT_RATE / CHAT_BURST
+	CodeUnavailable  = "unavailable"  // the message could not be relayed to other instances
+)
+
+// ServerFrame is every server -> client frame.
+type ServerFrame struct {
+	Type string `json:"type"`
+	Data any    `json:"data,omitempty"`
+}
+
+// WelcomeData is the data of a welcome frame.
+type WelcomeData struct {
+	SessionID           uuid.UUID `json:"session_id"`
+	RoomID              uuid.UUID `json:"room_id"`
+	UserID              uuid.UUID `json:"user_id"`
+	HeartbeatIntervalMS int64     `json:"heartbeat_interval_ms"`
+	MaxMessageBytes     int       `json:"max_message_bytes"`
+}
+
+// ChatMessage is the data of a message frame, and what instances relay to each other.
+type ChatMessage struct {
+	RoomID    uuid.UUID `json:"room_id"`
+	UserID    uuid.UUID `json:"user_id"`
+	Text      string    `json:"text"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// ErrorFrameData is the data of an error frame.
+type ErrorFrameData struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ClientFrame is every client -> server frame.
+type ClientFrame struct {
+	Type string `json:"type"`
+	Text string `json:"text,omitempty"`
+}
+
+// StatsFrame returns the online_stats frame of st.
+func StatsFrame(st presencestats.OnlineStats) []byte {
+	return mustFrame(TypeOnlineStats, st)
+}
+
+func mustFrame(typ string, data any) []byte {
+	b, err := json.Marshal(ServerFrame{Type: typ, Data: data})
+	if err != nil { // only plain structs are marshalled here
+		panic(err)
+	}
+	return b
+}
+
+var pongFrame = []byte(`{"type":"pong"}`)
+
+func errorFrame(code, msg string) []byte {
+	return mustFrame(TypeError, ErrorFrameData{Code: code, Message: msg})
+}
