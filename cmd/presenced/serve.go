@@ -36,11 +36,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var features []handlers.Feature
 	// closers run after the HTTP server has stopped, in order.
 	var closers []func(context.Context)
-	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the event
-	// recorder and Redis close. TODO(history): pass the event collector instead of nil.
-	presence := startPresence(cfg, log, reg, rdb, auth, nil)
-	features = append(features, presence.Hub)
-	closers = append(closers, presence.Close)
+	// History: the event collector records presence changes; it closes after the hub (below).
+	collector, closeHistory, err := startHistory(ctx, cfg, log, reg, pool)
+	if err != nil {
+		rdb.Close()
+		pool.Close()
+		return err
+	}
+	_ = collector // the real-time hub records through it
+	closers = append(closers, closeHistory)
 
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger:   log,

@@ -1,0 +1,515 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"presencestats"
+	queries "presencestats/sql"
+)
+
+// CollectorConfig sizes the Collector. Zero values take the defaults of the settings named.
+type CollectorConfig struct {
+	BatchSize     int           // EVENT_BATCH_SIZE: events per INSERT (default 1000)
+	FlushInterval time.Duration // EVENT_FLUSH_INTERVAL: longest wait before a partial batch is written (1s)
+	Buffer        int           // EVENT_BUFFER: events held in memory before spilling to the spool (10000)
+	SpoolDir      string        // SPOOL_DIR: where the spool file lives; empty disables the spool
+	SpoolMaxBytes int64         // SPOOL_MAX_BYTES: spool quota; 0 is unlimited
+
+	// MinBackoff and MaxBackoff bound the wait between retries while the database is down
+	// (default 100ms and 5s); WriteTimeout bounds one INSERT (default 10s).
+	MinBackoff, MaxBackoff time.Duration
+	WriteTimeout           time.Duration
+
+	Logger     *slog.Logger          // default slog.Default()
+	Registerer prometheus.Registerer // metrics; nil registers nothing
+}
+
+func (c *CollectorConfig) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = time.Second
+	}
+	if c.Buffer <= 0 {
+		c.Buffer = 10000
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(5*time.Second, c.MinBackoff)
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Collector records presence events into presence_events without ever making the caller wait
+// on the database. Record appends to a memory buffer; a writer goroutine (Run) sends batches of
+// up to BatchSize events, or whatever is there every FlushInterval, each as one
+// INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING, retrying with backoff while the
+// database is down. Past Buffer events in memory, the oldest go to an append-only spool file
+// (fsynced per batch), replayed in order before newer events when the database is back, and at
+// the next start. The oldest events are dropped, and counted, only without a spool or when it is
+// full. Replays and retries never duplicate rows: (event_id, ts) is unique.
+type Collector struct {
+	pool   *pgxpool.Pool
+	cfg    CollectorConfig
+	log    *slog.Logger
+	insert string
+	spool  *spool // nil: no spool
+
+	mu      sync.Mutex
+	mem     []presencestats.PresenceEvent // oldest first
+	closed  bool
+	closeCh chan struct{}   // closed by Close: stop waiting, drain
+	drainTo context.Context // Close's context, for the last writes
+
+	// spillMu orders the spool and memory: the writer takes from memory only while no spill is
+	// half done, so a spilled batch is never overtaken by newer events.
+	spillMu sync.Mutex
+
+	wake    chan struct{} // a batch is full
+	spill   chan struct{} // memory is over Buffer
+	started atomic.Bool
+	done    chan struct{} // Run has returned
+
+	recorded, written, retried, spooled, replayed, dropped atomic.Int64
+	batchSize, flushSeconds                                prometheus.Histogram
+}
+
+// CollectorCounts are the collector's counters since it was made.
+type CollectorCounts struct {
+	Recorded, Written, Retried, Spooled, Replayed, Dropped int64
+}
+
+// NewCollector returns a collector writing to pool. Call Run to start writing and Close to stop.
+// A spool left by an earlier run is replayed first. Errors: the spool cannot be opened.
+func NewCollector(pool *pgxpool.Pool, cfg CollectorConfig) (*Collector, error) {
+	cfg.defaults()
+	insert, err := queries.FS.ReadFile("insert_events.sql")
+	if err != nil {
+		return nil, fmt.Errorf("read insert_events.sql: %w", err)
+	}
+	c := &Collector{
+		pool:    pool,
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "event_collector"),
+		insert:  string(insert),
+		closeCh: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		spill:   make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "presence_event_batch_size",
+			Help:    "Events per INSERT written by the event collector.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
+		}),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "presence_event_flush_seconds",
+			Help:    "Time of one successful batch INSERT of presence events.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
+		}),
+	}
+	if cfg.SpoolDir != "" {
+		if c.spool, err = openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes, c.log); err != nil {
+			return nil, err
+		}
+		if c.spool.pending() {
+			c.log.Info("spool holds events from an earlier run: replaying them first", "bytes", c.spool.bytes())
+		}
+	}
+	if cfg.Registerer != nil {
+		counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+				func() float64 { return float64(v.Load()) })
+		}
+		for _, m := range []prometheus.Collector{
+			counter("presence_events_recorded_total", "Presence events accepted by Record.", &c.recorded),
+			counter("presence_events_written_total", "Presence events sent to the database in successful batches.", &c.written),
+			counter("presence_event_batches_retried_total", "Batch INSERTs that failed and were retried.", &c.retried),
+			counter("presence_events_spooled_total", "Presence events spilled to the spool file.", &c.spooled),
+			counter("presence_events_replayed_total", "Presence events written from the spool file.", &c.replayed),
+			counter("presence_events_dropped_total", "Presence events lost: no spool or spool full, or rejected by the database.", &c.dropped),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presence_event_buffer_events", Help: "Presence events waiting in memory."},
+				func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return float64(len(c.mem)) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presence_event_spool_bytes", Help: "Size of the spool file."},
+				func() float64 {
+					if c.spool == nil {
+						return 0
+					}
+					return float64(c.spool.bytes())
+				}),
+			c.batchSize, c.flushSeconds,
+		} {
+			if err := cfg.Registerer.Register(m); err != nil {
+				return nil, fmt.Errorf("register collector metrics: %w", err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// Counts returns the counters (the same numbers as the metrics).
+func (c *Collector) Counts() CollectorCounts {
+	return CollectorCounts{
+		Recorded: c.recorded.Load(), Written: c.written.Load(), Retried: c.retried.Load(),
+		Spooled: c.spooled.Load(), Replayed: c.replayed.Load(), Dropped: c.dropped.Load(),
+	}
+}
+
+// Record queues ev for writing and returns at once; it never waits on the database or the disk.
+// Errors: EINVALID for an event that cannot be stored (ev.Validate), EUNAVAILABLE after Close.
+func (c *Collector) Record(ev presencestats.PresenceEvent) error {
+	if err := ev.Validate(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return presencestats.Errorf(presencestats.EUNAVAILABLE, "event collector is closed")
+	}
+	c.mem = append(c.mem, ev)
+	n := len(c.mem)
+	// Hard bound: without a spool memory holds Buffer events; with one, the spiller may lag a
+	// little behind a burst, up to twice that. Past it the oldest event goes, counted.
+	limit := c.cfg.Buffer
+	if c.spool != nil {
+		limit *= 2
+	}
+	if n > limit {
+		c.mem = c.mem[1:]
+		c.dropped.Add(1)
+	}
+	c.mu.Unlock()
+	c.recorded.Add(1)
+	if n >= c.cfg.BatchSize {
+		notify(c.wake)
+	}
+	if n > c.cfg.Buffer && c.spool != nil {
+		notify(c.spill)
+	}
+	return nil
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes batches until Close; it returns nil after the last events were written or spooled.
+// ctx is for logging scope only: cancelling it does not stop the collector (events recorded
+// during shutdown, such as the hub's disconnects, must still be written); Close does.
+func (c *Collector) Run(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("event collector: Run called twice")
+	}
+	defer close(c.done)
+	var wg sync.WaitGroup
+	if c.spool != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.spiller() }()
+	}
+	c.writer(context.WithoutCancel(ctx))
+	wg.Wait()
+	c.drain()
+	return nil
+}
+
+// Close stops accepting events, writes what is buffered (or spools it when the database does not
+// take it before ctx ends) and waits for Run to return. Without a spool, what cannot be written is
+// dropped and counted. Errors: ctx ended before the collector finished.
+func (c *Collector) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.drainTo = ctx
+	close(c.closeCh)
+	c.mu.Unlock()
+	if c.started.CompareAndSwap(false, true) {
+		// Run never started: drain here.
+		c.drain()
+		close(c.done)
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return fmt.Errorf("close event collector: %w", ctx.Err())
+	}
+	if c.spool != nil {
+		if err := c.spool.close(); err != nil {
+			return fmt.Errorf("close event collector: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c *Collector) closing() bool {
+	select {
+	case <-c.closeCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// writer is the loop of Run: spool first (older), then memory.
+func (c *Collector) writer(ctx context.Context) {
+	ticker := time.NewTicker(c.cfg.FlushInterval)
+	defer ticker.Stop()
+	flushDue := false
+	for !c.closing() {
+		c.spillMu.Lock()
+		if c.spool != nil && c.spool.pending() {
+			c.spillMu.Unlock()
+			events, end, ok, err := c.spool.next()
+			if err != nil {
+				c.log.Error("spool: skipping an unreadable frame", "err", err)
+				c.spool.skip()
+				continue
+			}
+			if !ok {
+				continue
+			}
+			if !c.writeRetrying(ctx, events) {
+				return // closing: the frame stays in the spool for the next start
+			}
+			c.replayed.Add(int64(len(events)))
+			if err := c.spool.done(end); err != nil {
+				c.log.Error("spool: marking a frame replayed", "err", err)
+			}
+			continue
+		}
+		batch := c.take(flushDue)
+		c.spillMu.Unlock()
+		if batch == nil {
+			flushDue = false
+			select {
+			case <-c.wake:
+			case <-ticker.C:
+				flushDue = true
+			case <-c.closeCh:
+			}
+			continue
+		}
+		if !c.writeRetrying(ctx, batch) {
+			c.requeue(batch) // closing: drain spools it with the rest
+			return
+		}
+	}
+}
+
+// take removes the oldest batch from memory: a full one, or any when a flush is due.
+func (c *Collector) take(any bool) []presencestats.PresenceEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := min(len(c.mem), c.cfg.BatchSize)
+	if n == 0 || (n < c.cfg.BatchSize && !any) {
+		return nil
+	}
+	batch := make([]presencestats.PresenceEvent, n)
+	copy(batch, c.mem)
+	c.mem = c.mem[n:]
+	if len(c.mem) == 0 {
+		c.mem = nil
+	}
+	return batch
+}
+
+// requeue puts a batch back at the front of memory.
+func (c *Collector) requeue(batch []presencestats.PresenceEvent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mem = append(batch, c.mem...)
+}
+
+// writeRetrying writes batch, retrying with backoff until it succeeds (true) or Close is called
+// (false: the caller still owns the batch). A batch the database rejects as invalid data is
+// dropped after a few tries, counted, so that it cannot block the events behind it.
+func (c *Collector) writeRetrying(ctx context.Context, batch []presencestats.PresenceEvent) bool {
+	backoff := c.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		err := c.write(ctx, batch, c.cfg.WriteTimeout)
+		if err == nil {
+			return true
+		}
+		if isDataError(err) && attempt >= 3 {
+			c.dropped.Add(int64(len(batch)))
+			c.log.Error("database rejects a batch of presence events: dropped", "events", len(batch), "err", err)
+			return true
+		}
+		c.retried.Add(1)
+		if attempt == 1 || attempt%20 == 0 {
+			c.log.Warn("writing presence events failed: retrying", "events", len(batch), "attempt", attempt, "err", err)
+		}
+		timer := time.NewTimer(backoff)
+		select {
+		case <-timer.C:
+		case <-c.closeCh:
+			timer.Stop()
+			return false
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
+	}
+}
+
+// isDataError reports errors that retrying the same rows will not cure (data exceptions and
+// integrity violations), as opposed to the database being down or not migrated yet.
+func isDataError(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && len(pe.Code) == 5 {
+		return pe.Code[:2] == "22" || pe.Code[:2] == "23"
+	}
+	return false
+}
+
+// write sends one batch as one INSERT.
+func (c *Collector) write(ctx context.Context, batch []presencestats.PresenceEvent, timeout time.Duration) error {
+	n := len(batch)
+	var (
+		eventIDs, roomIDs, userIDs, sessionIDs = make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n)
+		ts                                     = make([]time.Time, n)
+		types                                  = make([]string, n)
+		onlineAfter                            = make([]int32, n)
+		onlineDelta                            = make([]int16, n)
+		seconds                                = make([]pgtype.Float8, n)
+		reasons, ips, agents                   = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
+	)
+	for i, e := range batch {
+		eventIDs[i] = pgtype.UUID{Bytes: e.EventID, Valid: true}
+		roomIDs[i] = pgtype.UUID{Bytes: e.RoomID, Valid: true}
+		userIDs[i] = pgtype.UUID{Bytes: e.UserID, Valid: true}
+		sessionIDs[i] = pgtype.UUID{Bytes: e.SessionID, Valid: true}
+		ts[i] = e.TS
+		types[i] = string(e.Type)
+		onlineAfter[i] = int32(e.OnlineAfter)
+		onlineDelta[i] = int16(e.OnlineDelta)
+		if e.Type == presencestats.EventDisconnected {
+			seconds[i] = pgtype.Float8{Float64: e.SessionSeconds, Valid: true}
+		}
+		reasons[i] = pgtype.Text{String: e.Reason, Valid: e.Reason != ""}
+		if e.UserIP.IsValid() {
+			ips[i] = pgtype.Text{String: e.UserIP.String(), Valid: true}
+		}
+		agents[i] = pgtype.Text{String: e.UserAgent, Valid: e.UserAgent != ""}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.pool.Exec(ctx, c.insert, eventIDs, ts, roomIDs, userIDs, sessionIDs, types,
+		onlineAfter, onlineDelta, seconds, reasons, ips, agents); err != nil {
+		return pgError(err, "insert presence events")
+	}
+	c.flushSeconds.Observe(time.Since(start).Seconds())
+	c.batchSize.Observe(float64(n))
+	c.written.Add(int64(n))
+	return nil
+}
+
+// spiller moves the oldest events from memory to the spool while memory is over Buffer.
+func (c *Collector) spiller() {
+	for {
+		select {
+		case <-c.spill:
+		case <-c.closeCh:
+			return
+		}
+		for c.spillOnce() {
+		}
+	}
+}
+
+// spillOnce spools one batch of the oldest events if memory is over Buffer; false when it is not
+// (or the spool failed).
+func (c *Collector) spillOnce() bool {
+	c.spillMu.Lock()
+	defer c.spillMu.Unlock()
+	c.mu.Lock()
+	over := len(c.mem) - c.cfg.Buffer
+	if over <= 0 {
+		c.mu.Unlock()
+		return false
+	}
+	n := min(len(c.mem), max(over, c.cfg.BatchSize))
+	batch := make([]presencestats.PresenceEvent, n)
+	copy(batch, c.mem)
+	c.mem = c.mem[n:]
+	c.mu.Unlock()
+	return c.toSpool(batch)
+}
+
+// toSpool appends events to the spool in frames of BatchSize; what does not fit is dropped and
+// counted. It reports whether everything was spooled.
+func (c *Collector) toSpool(events []presencestats.PresenceEvent) bool {
+	for len(events) > 0 {
+		n := min(len(events), c.cfg.BatchSize)
+		if c.spool == nil {
+			c.dropped.Add(int64(len(events)))
+			return false
+		}
+		if err := c.spool.append(events[:n]); err != nil {
+			c.dropped.Add(int64(len(events)))
+			c.log.Error("spooling presence events failed: dropped", "events", len(events), "err", err)
+			return false
+		}
+		c.spooled.Add(int64(n))
+		events = events[n:]
+	}
+	return true
+}
+
+// drain runs once after Close: write what memory holds while the database takes it and Close's
+// context lasts, then spool (or drop, counted) the rest.
+func (c *Collector) drain() {
+	c.mu.Lock()
+	ctx := c.drainTo
+	rest := c.mem
+	c.mem = nil
+	c.mu.Unlock()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	for len(rest) > 0 && ctx.Err() == nil {
+		n := min(len(rest), c.cfg.BatchSize)
+		timeout := c.cfg.WriteTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, time.Until(dl))
+		}
+		if err := c.write(ctx, rest[:n], timeout); err != nil {
+			c.log.Warn("writing presence events at shutdown failed: spooling the rest", "events", len(rest), "err", err)
+			break
+		}
+		rest = rest[n:]
+	}
+	if len(rest) == 0 {
+		return
+	}
+	if c.spool == nil {
+		c.dropped.Add(int64(len(rest)))
+		c.log.Error("presence events lost at shutdown: no spool", "events", len(rest))
+		return
+	}
+	if c.toSpool(rest) {
+		c.log.Info("presence events spooled at shutdown: replayed at the next start", "events", len(rest))
+	}
+}
