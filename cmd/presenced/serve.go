@@ -43,7 +43,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		pool.Close()
 		return err
 	}
-	_ = collector // the real-time hub records through it
+	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the event
+	// recorder and Redis close.
+	presence := startPresence(cfg, log, reg, rdb, auth, collector)
+	features = append(features, presence.Hub)
+	closers = append(closers, presence.Close)
 	closers = append(closers, closeHistory)
 
 	router := handlers.NewRouter(handlers.RouterConfig{
