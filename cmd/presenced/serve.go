@@ -13,6 +13,7 @@ import (
 
 	"presencestats/handlers"
 	"presencestats/storage"
+	"presencestats/web"
 )
 
 // serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts down in a fixed
@@ -34,6 +35,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	_ = auth
 
 	var features []handlers.Feature
+	pages, err := handlers.NewWebPages(handlers.WebPagesConfig{Files: web.Static(), Logger: log, Auth: auth, DevMode: cfg.DevMode})
+	if err != nil {
+		rdb.Close()
+		pool.Close()
+		return err
+	}
+	features = append(features, pages)
+	if cfg.DevMode {
+		log.Warn("DEV_MODE=1: POST /dev/token mints tokens for anyone; never run production like this")
+	}
 	// closers run after the HTTP server has stopped, in order.
 	var closers []func(context.Context)
 	// History: the event collector records presence changes; it closes after the hub (below).

@@ -1,0 +1,157 @@
+package handlers
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"mime"
+	"net/http"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"presencestats"
+)
+
+// WebPages serves the embedded browser pages: the chat page at /, the admin dashboard at
+// /admin/, their assets under /static/, and, only in development, POST /dev/token.
+type WebPages struct {
+	log     *slog.Logger
+	auth    *TokenAuthority
+	devMode bool
+	files   map[string]webFile // by path inside the FS, e.g. "vendor/chart.umd.min.js"
+}
+
+type webFile struct {
+	body  []byte
+	etag  string // strong ETag from the content hash
+	ctype string
+}
+
+// WebPagesConfig is what NewWebPages needs.
+type WebPagesConfig struct {
+	Files   fs.FS // web.Static()
+	Logger  *slog.Logger
+	Auth    *TokenAuthority // mints the development tokens
+	DevMode bool            // DEV_MODE=1: POST /dev/token exists
+}
+
+// assetRef matches the references of the HTML pages to their own assets, which get a
+// ?v=<content hash> so that a browser may keep them for a year and still never mixes an old
+// script with a new page.
+var assetRef = regexp.MustCompile(`(?:src|href)="/static/([^"?#]+)"`)
+
+// NewWebPages reads every file once (they are small and embedded) and hashes it.
+func NewWebPages(cfg WebPagesConfig) (*WebPages, error) {
+	p := &WebPages{log: cfg.Logger, auth: cfg.Auth, devMode: cfg.DevMode, files: map[string]webFile{}}
+	err := fs.WalkDir(cfg.Files, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		body, err := fs.ReadFile(cfg.Files, name)
+		if err != nil {
+			return err
+		}
+		ctype := mime.TypeByExtension(path.Ext(name))
+		switch path.Ext(name) {
+		case ".md", "":
+			ctype = "text/plain; charset=utf-8" // the licence files and VERSIONS
+		case ".js", ".mjs":
+			ctype = "text/javascript; charset=utf-8"
+		}
+		if ctype == "" {
+			ctype = "application/octet-stream"
+		}
+		p.files[name] = webFile{body: body, ctype: ctype}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read web files: %w", err)
+	}
+	for name, f := range p.files {
+		if strings.HasSuffix(name, ".html") {
+			f.body = assetRef.ReplaceAllFunc(f.body, func(m []byte) []byte {
+				ref := string(assetRef.FindSubmatch(m)[1])
+				a, ok := p.files[ref]
+				if !ok {
+					return m
+				}
+				return bytes.Replace(m, []byte(ref), []byte(ref+"?v="+hashOf(a.body)[:12]), 1)
+			})
+		}
+		f.etag = `"` + hashOf(f.body)[:24] + `"`
+		p.files[name] = f
+	}
+	for _, page := range []string{"index.html", "admin.html"} {
+		if _, ok := p.files[page]; !ok {
+			return nil, fmt.Errorf("read web files: %s is missing", page)
+		}
+	}
+	return p, nil
+}
+
+func hashOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Register adds the page routes.
+func (p *WebPages) Register(r *gin.Engine) {
+	for _, route := range []struct{ url, file string }{{"/", "index.html"}, {"/admin/", "admin.html"}} {
+		h := p.page(route.file)
+		r.GET(route.url, h)
+		r.HEAD(route.url, h)
+	}
+	r.GET("/static/*filepath", p.asset)
+	r.HEAD("/static/*filepath", p.asset)
+	if p.devMode {
+		r.POST("/dev/token", p.devToken)
+	}
+}
+
+// pageCSP keeps the pages to their own origin: scripts, styles and the WebSocket ('self' covers
+// ws:/wss: to the same host). Chart.js sets canvas sizes through the CSSOM, which style-src allows.
+const pageCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+func (p *WebPages) page(name string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		h := c.Writer.Header()
+		h.Set("Content-Security-Policy", pageCSP)
+		h.Set("Referrer-Policy", "no-referrer")
+		// Pages always revalidate (cheap: 304 on the ETag); their assets are versioned.
+		p.serve(c, name, "no-cache")
+	}
+}
+
+func (p *WebPages) asset(c *gin.Context) {
+	name := strings.TrimPrefix(c.Param("filepath"), "/")
+	cache := "no-cache"
+	// Only a reference carrying the current content hash may be cached for good: an old ?v
+	// (a page from before a deploy) must not pin a stale file.
+	if f, ok := p.files[name]; ok && c.Query("v") != "" && strings.HasPrefix(strings.Trim(f.etag, `"`), c.Query("v")) {
+		cache = "public, max-age=31536000, immutable"
+	}
+	p.serve(c, name, cache)
+}
+
+func (p *WebPages) serve(c *gin.Context, name, cache string) {
+	f, ok := p.files[name]
+	if !ok {
+		writeError(c, p.log, presencestats.Errorf(presencestats.ENOTFOUND, "no file /static/%s", name))
+		return
+	}
+	h := c.Writer.Header()
+	h.Set("Content-Type", f.ctype)
+	h.Set("Cache-Control", cache)
+	h.Set("ETag", f.etag)
+	h.Set("X-Content-Type-Options", "nosniff")
+	// ServeContent answers If-None-Match with 304, HEAD without a body, and ranges.
+	http.ServeContent(c.Writer, c.Request, name, time.Time{}, bytes.NewReader(f.body))
+}
