@@ -186,13 +186,8 @@ func (c *Collector) Record(ev presencestats.PresenceEvent) error {
 	}
 	c.mem = append(c.mem, ev)
 	n := len(c.mem)
-	// Hard bound: without a spool memory holds Buffer events; with one, the spiller may lag a
-	// little behind a burst, up to twice that. Past it the oldest event goes, counted.
-	limit := c.cfg.Buffer
-	if c.spool != nil {
-		limit *= 2
-	}
-	if n > limit {
+	if n > c.cfg.Buffer && c.spool == nil {
+		// No spool: memory holds Buffer events, the oldest goes, counted.
 		c.mem = c.mem[1:]
 		c.dropped.Add(1)
 	}
@@ -202,7 +197,13 @@ func (c *Collector) Record(ev presencestats.PresenceEvent) error {
 		notify(c.wake)
 	}
 	if n > c.cfg.Buffer && c.spool != nil {
-		notify(c.spill)
+		if n > 2*c.cfg.Buffer {
+			// A burst outran the spiller while the database is down: rather than lose events,
+			// this caller spills (disk, never the database). Rare: twice EVENT_BUFFER behind.
+			c.spillOnce()
+		} else {
+			notify(c.spill)
+		}
 	}
 	return nil
 }
@@ -450,7 +451,8 @@ func (c *Collector) spillOnce() bool {
 		c.mu.Unlock()
 		return false
 	}
-	n := min(len(c.mem), max(over, c.cfg.BatchSize))
+	// Whole batches, all that is over at once (one fsync), at least one batch.
+	n := min(len(c.mem), (max(over, 1)+c.cfg.BatchSize-1)/c.cfg.BatchSize*c.cfg.BatchSize)
 	batch := make([]presencestats.PresenceEvent, n)
 	copy(batch, c.mem)
 	c.mem = c.mem[n:]
@@ -458,23 +460,25 @@ func (c *Collector) spillOnce() bool {
 	return c.toSpool(batch)
 }
 
-// toSpool appends events to the spool in frames of BatchSize; what does not fit is dropped and
-// counted. It reports whether everything was spooled.
+// toSpool appends events to the spool in frames of BatchSize, with one fsync; what does not fit
+// is dropped and counted. It reports whether everything was spooled.
 func (c *Collector) toSpool(events []presencestats.PresenceEvent) bool {
-	for len(events) > 0 {
-		n := min(len(events), c.cfg.BatchSize)
-		if c.spool == nil {
-			c.dropped.Add(int64(len(events)))
-			return false
-		}
-		if err := c.spool.append(events[:n]); err != nil {
-			c.dropped.Add(int64(len(events)))
-			c.log.Error("spooling presence events failed: dropped", "events", len(events), "err", err)
-			return false
-		}
-		c.spooled.Add(int64(n))
-		events = events[n:]
+	if c.spool == nil {
+		c.dropped.Add(int64(len(events)))
+		return false
 	}
+	var frames [][]presencestats.PresenceEvent
+	for rest := events; len(rest) > 0; {
+		n := min(len(rest), c.cfg.BatchSize)
+		frames = append(frames, rest[:n])
+		rest = rest[n:]
+	}
+	if err := c.spool.append(frames...); err != nil {
+		c.dropped.Add(int64(len(events)))
+		c.log.Error("spooling presence events failed: dropped", "events", len(events), "err", err)
+		return false
+	}
+	c.spooled.Add(int64(len(events)))
 	return true
 }
 

@@ -92,22 +92,26 @@ func (s *spool) bytes() int64 {
 // errSpoolFull is returned by append when the frame would pass SPOOL_MAX_BYTES.
 var errSpoolFull = errors.New("spool full")
 
-// append writes one batch as a frame and fsyncs it.
-func (s *spool) append(events []presencestats.PresenceEvent) error {
-	payload, err := json.Marshal(toSpoolEvents(events))
-	if err != nil {
-		return fmt.Errorf("encode spool frame: %w", err)
+// append writes each batch as a frame, then fsyncs once. Nothing is appended when the frames
+// would pass SPOOL_MAX_BYTES (errSpoolFull).
+func (s *spool) append(batches ...[]presencestats.PresenceEvent) error {
+	var buf []byte
+	for _, events := range batches {
+		payload, err := json.Marshal(toSpoolEvents(events))
+		if err != nil {
+			return fmt.Errorf("encode spool frame: %w", err)
+		}
+		var hdr [spoolFrameHeader]byte
+		binary.BigEndian.PutUint32(hdr[0:4], uint32(len(payload)))
+		binary.BigEndian.PutUint32(hdr[4:8], crc32.Checksum(payload, spoolCRC))
+		buf = append(append(buf, hdr[:]...), payload...)
 	}
-	frame := make([]byte, spoolFrameHeader+len(payload))
-	binary.BigEndian.PutUint32(frame[0:4], uint32(len(payload)))
-	binary.BigEndian.PutUint32(frame[4:8], crc32.Checksum(payload, spoolCRC))
-	copy(frame[spoolFrameHeader:], payload)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.maxBytes > 0 && s.size+int64(len(frame)) > s.maxBytes {
+	if s.maxBytes > 0 && s.size+int64(len(buf)) > s.maxBytes {
 		return errSpoolFull
 	}
-	if _, err := s.f.WriteAt(frame, s.size); err != nil {
+	if _, err := s.f.WriteAt(buf, s.size); err != nil {
 		// Drop what may have been half written; the next append overwrites it anyway.
 		_ = s.f.Truncate(s.size)
 		return fmt.Errorf("write spool: %w", err)
@@ -115,7 +119,7 @@ func (s *spool) append(events []presencestats.PresenceEvent) error {
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("fsync spool: %w", err)
 	}
-	s.size += int64(len(frame))
+	s.size += int64(len(buf))
 	return nil
 }
 
