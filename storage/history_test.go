@@ -301,4 +301,3 @@ func TestCollectorDropsOldestWithoutSpool(t *testing.T) {
 		t.Fatalf("dropped: got %d, want between 1000 and 2000", got)
 	}
 }
-
