@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"presencestats/storage/storagetest"
+)
+
+// startServer runs `presenced serve` in-process against the given services and returns its base
+// URL; the server is shut down (and must stop cleanly) when the test ends.
+func startServer(t *testing.T, extra map[string]string) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", storagetest.FreePort(t))
+	vars := map[string]string{
+		"JWT_SECRET": testSecret,
+		"HTTP_ADDR":  addr,
+		"SPOOL_DIR":  t.TempDir(),
+		"LOG_LEVEL":  "warn",
+	}
+	for k, v := range extra {
+		vars[k] = v
+	}
+	cfg, err := LoadConfig(env(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))) }()
+	base := "http://" + addr
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve returned %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("serve did not stop within 30s")
+		}
+	})
+	waitFor(t, 30*time.Second, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return base
+}
+
+type readyBody struct {
+	Status       string `json:"status"`
+	Dependencies map[string]struct {
+		Status string `json:"status"`
+	} `json:"dependencies"`
+}
+
+func getReady(t *testing.T, base string) (int, readyBody) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var body readyBody
+	if err := json.Unmarshal(b, &body); err != nil {
+		t.Fatalf("readyz body %q: %v", b, err)
+	}
+	return resp.StatusCode, body
+}
+
+func TestReadyzFollowsRedis(t *testing.T) {
+	redis := storagetest.StartRedis(t)
+	ts := storagetest.StartTimescale(t, 0)
+	storagetest.Connect(t, ts.DSN(), true)
+	base := startServer(t, map[string]string{"REDIS_URL": redis.URL(), "DATABASE_URL": ts.DSN()})
+
+	code, body := getReady(t, base)
+	if code != http.StatusOK || body.Dependencies["redis"].Status != "up" || body.Dependencies["database"].Status != "up" {
+		t.Fatalf("with everything up: %d %+v", code, body)
+	}
+
+	redis.Stop()
+	var last readyBody
+	waitFor(t, 10*time.Second, func() bool {
+		code, last = getReady(t, base)
+		return code == http.StatusServiceUnavailable && last.Dependencies["redis"].Status == "down"
+	})
+	if got := last.Dependencies["database"].Status; got != "up" {
+		t.Errorf("database while Redis is down: %q, want up", got)
+	}
+
+	redis.Start()
+	waitFor(t, 10*time.Second, func() bool {
+		code, last = getReady(t, base)
+		return code == http.StatusOK
+	})
+
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte("presence_http_requests_total")) {
+		t.Fatalf("/metrics: %d, no presence_http_requests_total", resp.StatusCode)
+	}
+}
+
+func TestReadyzFollowsDatabase(t *testing.T) {
+	ts := storagetest.StartTimescale(t, 0)
+	storagetest.Connect(t, ts.DSN(), true)
+	base := startServer(t, map[string]string{"REDIS_URL": storagetest.RedisURL(t), "DATABASE_URL": ts.DSN()})
+	if code, body := getReady(t, base); code != http.StatusOK {
+		t.Fatalf("with everything up: %d %+v", code, body)
+	}
+	ts.Stop()
+	waitFor(t, 10*time.Second, func() bool {
+		code, body := getReady(t, base)
+		return code == http.StatusServiceUnavailable && body.Dependencies["database"].Status == "down"
+	})
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
