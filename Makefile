@@ -41,11 +41,18 @@ test: deps
 	dev/services.sh test $(MAKE) --no-print-directory test-all
 
 # test-all expects TEST_REDIS_URL and TEST_DATABASE_URL (dev/services.sh test sets them).
-.PHONY: test-all test-go
-test-all: test-go
+.PHONY: test-all test-go test-browser
+test-all: test-go test-browser
 
 test-go:
 	$(GO) test -race -count=1 -timeout 12m ./...
+
+# Headless Debian Chromium driven by playwright-core (web/e2e) against bin/presenced; screenshots
+# and the service's log go to test-artifacts/.
+test-browser: build
+	dev/services.sh chromium
+	cd web/e2e && npm ci --no-audit --no-fund --loglevel=error
+	cd web/e2e && node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi

@@ -3,6 +3,7 @@
 #   dev/services.sh up        install what is missing, start both on 6380 / 55432, persisting in .data/
 #   dev/services.sh down      stop what `up` started (by pid file)
 #   dev/services.sh status    say what runs
+#   dev/services.sh chromium  install Debian's chromium if /usr/bin/chromium is missing (browser tests)
 #   dev/services.sh test CMD  start fresh throw-away instances on free ports, run CMD with
 #                             TEST_REDIS_URL and TEST_DATABASE_URL set, stop them, exit with CMD's status
 # Everything it starts is found again through pid files under .data/ (or the test's temp dir).
@@ -32,6 +33,15 @@ ensure_tsdb() {
     say "installing the local TimescaleDB (npm ci in dev/tsdb)"
     (cd dev/tsdb && npm ci --no-audit --no-fund --loglevel=error)
   fi
+}
+
+# The browser tests drive Debian's Chromium (never a downloaded browser).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return
+  say "installing Chromium from Debian's packages (browser tests)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  [ -x /usr/bin/chromium ] || die "/usr/bin/chromium still missing after apt-get install"
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -124,8 +134,11 @@ test)
   set -e
   exit $status
   ;;
+chromium)
+  ensure_chromium
+  ;;
 *)
-  echo "usage: dev/services.sh up|down|status|test CMD..." >&2
+  echo "usage: dev/services.sh up|down|status|chromium|test CMD..." >&2
   exit 2
   ;;
 esac

@@ -114,9 +114,10 @@ class RoomConnection {
       await api(`/api/rooms/${encodeURIComponent(this.room)}/stats`, { token: this.token });
       this.retry('could not connect');
     } catch (err) {
-      if (err instanceof ApiError && [400, 401, 403].includes(err.status)) {
+      if (err instanceof ApiError && [400, 401, 403, 404].includes(err.status)) {
         this.stopped = true;
-        this.onState('error', err.status === 401 ? `token rejected: ${err.message}` : err.message);
+        const why = { 401: `token rejected: ${err.message}`, 404: 'this server has no chat endpoint (404)' }[err.status];
+        this.onState('error', why || err.message);
         return;
       }
       this.retry('server unreachable');

@@ -16,7 +16,7 @@ export function isUUID(s) {
 // roomLabel names a room for people: the demo name, or the first 8 characters of its id.
 export function roomLabel(id) {
   const demo = DEMO_ROOMS.find((r) => r.id === id);
-  return demo ? `${demo.name} (${id.slice(0, 8)})` : id.slice(0, 8);
+  return demo ? `${demo.name} (${id.slice(0, 8)})` : `room ${id.slice(0, 8)}`;
 }
 
 export function shortId(id) {

@@ -1,0 +1,197 @@
+// Browser tests (issue 5): the chat page and the dashboard in headless Chromium against the real
+// service. The chat test's joins and leaves are also the dashboard test's history: they go through
+// the WebSocket hub, the event collector and the continuous aggregates like any real traffic.
+// Screenshots land in test-artifacts/ (git-ignored).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startService, launchBrowser, watchConsole, shot, waitFor, ARTIFACTS } from './harness.mjs';
+
+let svc;
+let browser;
+const room = randomUUID(); // a room of this run only
+const errors = [];
+
+before(async () => {
+  // A low REPORT_MAX_POINTS lets the dashboard show a real 400 from the server (a year by hour).
+  svc = await startService({ REPORT_MAX_POINTS: '2000' });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await svc?.stop();
+});
+
+async function newPage(viewport = { width: 1280, height: 800 }) {
+  const ctx = await browser.newContext({ viewport, baseURL: svc.url });
+  const page = await ctx.newPage();
+  watchConsole(page, errors);
+  return { ctx, page };
+}
+
+async function joinChat(page, name) {
+  await page.goto(`/#room=${room}`);
+  await page.fill('#name', name);
+  await page.click('#join-button');
+  await page.waitForSelector('#state[data-state=connected]', { timeout: 10000 });
+}
+
+function countIs(page, sel, want, timeout) {
+  return page.waitForFunction(([s, w]) => document.querySelector(s)?.textContent === w, [sel, String(want)], { timeout, polling: 20 });
+}
+
+test('chat: two browsers in one room see 2 online within a second, then 1 after one leaves', async () => {
+  const a = await newPage();
+  const b = await newPage({ width: 390, height: 844 }); // a phone
+  await joinChat(a.page, 'Ada');
+  await countIs(a.page, '#online-count', 1, 2000);
+
+  await joinChat(b.page, 'Grace');
+  const joined = Date.now();
+  await Promise.all([countIs(a.page, '#online-count', 2, 1000), countIs(b.page, '#online-count', 2, 1000)]);
+  const seen = Date.now() - joined;
+  assert.ok(seen < 1000, `count 2 seen after ${seen} ms`);
+  assert.equal(await a.page.textContent('#session-count'), '2');
+
+  // A real chat: a message from one shows up on the other, under the sender's short id.
+  await b.page.fill('#text', 'hello from Grace');
+  await b.page.click('#send');
+  await a.page.waitForSelector('#messages li:has-text("hello from Grace")', { timeout: 2000 });
+  const line = await a.page.textContent('#messages li:has-text("hello from Grace")');
+  assert.match(line, /^user [0-9a-f]{8}/, 'others are shown by a short user id');
+  await a.page.fill('#text', 'hi Grace');
+  await a.page.press('#text', 'Enter');
+  await b.page.waitForSelector('#messages li:has-text("hi Grace")', { timeout: 2000 });
+  await shot(a.page, 'chat-desktop-two-online.png');
+  await shot(b.page, 'chat-phone-two-online.png');
+
+  await b.ctx.close(); // the tab goes away: the WebSocket closes
+  const left = Date.now();
+  await countIs(a.page, '#online-count', 1, 1000);
+  assert.ok(Date.now() - left < 1000);
+  assert.equal(await a.page.textContent('#session-count'), '1');
+
+  // A second tab of the same user: still one user, two tabs.
+  const tab2 = await a.ctx.newPage();
+  watchConsole(tab2, errors);
+  await joinChat(tab2, 'Ada');
+  await Promise.all([countIs(a.page, '#session-count', 2, 1000), countIs(tab2, '#session-count', 2, 1000)]);
+  assert.equal(await a.page.textContent('#online-count'), '1');
+  await shot(tab2, 'chat-second-tab.png');
+
+  // Leaving through the button closes the socket the same way.
+  await tab2.click('#leave');
+  await countIs(a.page, '#session-count', 1, 1000);
+  await a.ctx.close();
+  assert.deepEqual(errors, []);
+});
+
+test('chat: a bad token is shown as an error, not retried forever', async () => {
+  const { ctx, page } = await newPage();
+  await page.goto(`/#room=${room}`);
+  await page.click('summary');
+  await page.fill('#token', 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bad');
+  await page.click('#join-button');
+  await page.waitForSelector('#state[data-state=error]', { timeout: 5000 });
+  assert.match(await page.textContent('#state'), /token rejected/);
+  await shot(page, 'chat-bad-token.png');
+  await ctx.close();
+  // The browser logs the refused handshake (401) and the refused REST check: expected here.
+  errors.length = 0;
+});
+
+test('dashboard: signs in, draws charts with data, live count, downloads CSV and Excel', async () => {
+  const { ctx, page } = await newPage({ width: 1280, height: 900 });
+  await page.goto('/admin/');
+  await page.click('#dev-admin');
+  await page.waitForSelector('#app:not([hidden])', { timeout: 10000 });
+
+  // The chat test's room is among the rooms with history (the aggregates' real-time part).
+  await waitFor(`room ${room} in the picker`, async () => {
+    if (await page.$(`#room-list input[value="${room}"]`)) return true;
+    await page.reload(); // signs in again from session storage, loads the rooms again
+    await page.waitForSelector('#app:not([hidden])', { timeout: 10000 });
+    return false;
+  }, 15000);
+  await page.check(`#room-list input[value="${room}"]`);
+  await page.waitForFunction((r) => [...document.querySelectorAll('#table tbody td')].some((td) => td.title === r), room, { timeout: 15000 });
+
+  const charts = await page.evaluate(() => Object.fromEntries(['chart-online', 'chart-activity', 'chart-hours'].map((id) => {
+    const c = Chart.getChart(id);
+    const canvas = document.getElementById(id);
+    const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let painted = 0;
+    for (let i = 3; i < px.length; i += 4) if (px[i] > 0) painted++;
+    return [id, { datasets: c.data.datasets.map((d) => ({ label: d.label, data: d.data })), labels: c.data.labels.length, painted }];
+  })));
+  const max = (id, k) => Math.max(...charts[id].datasets[k].data.map((v) => v ?? 0));
+  assert.ok(charts['chart-online'].labels > 0, 'online chart has buckets');
+  assert.ok(max('chart-online', 0) >= 2, `peak online >= 2 (two users were in the room): ${JSON.stringify(charts['chart-online'].datasets[0].data)}`);
+  assert.ok(max('chart-activity', 0) >= 3, 'at least 3 connections (Ada, Grace, Ada again)');
+  assert.ok(max('chart-activity', 1) >= 2, 'at least 2 unique users');
+  assert.ok(max('chart-hours', 0) >= 2, 'peak hours show the peak');
+  for (const [id, c] of Object.entries(charts)) assert.ok(c.painted > 1000, `${id} canvas is drawn (${c.painted} pixels)`);
+  assert.ok(Number((await page.textContent('#sum-peak')).replace(/\D/g, '')) >= 2);
+
+  // The live tile follows the room without a reload.
+  const chat = await newPage();
+  await joinChat(chat.page, 'Live');
+  await countIs(page, '#live-online', 1, 5000);
+  await shot(page, 'dashboard-desktop.png', { fullPage: true });
+  await chat.ctx.close();
+  await countIs(page, '#live-online', 0, 5000);
+
+  // CSV: fetched with the token, saved as a file; its rows are the report's.
+  const [csv] = await Promise.all([page.waitForEvent('download'), page.click('#dl-csv')]);
+  assert.match(csv.suggestedFilename(), /\.csv$/);
+  const text = await readFile(await csv.path(), 'utf8');
+  await writeFile(join(ARTIFACTS, csv.suggestedFilename()), text);
+  const lines = text.trim().split(/\r?\n/);
+  assert.match(lines[0], /room_id/);
+  assert.ok(lines.slice(1).some((l) => l.includes(room)), 'the CSV has the room');
+  const rows = await page.$$eval('#table tbody tr', (trs) => trs.length);
+  assert.equal(lines.length - 1, rows, 'one CSV row per table row');
+
+  const [xlsx] = await Promise.all([page.waitForEvent('download'), page.click('#dl-xlsx')]);
+  assert.match(xlsx.suggestedFilename(), /\.xlsx$/);
+  const bytes = await readFile(await xlsx.path());
+  assert.equal(bytes.subarray(0, 2).toString(), 'PK', 'an XLSX is a zip');
+
+  // A query the server refuses: its message is shown.
+  await page.selectOption('#preset', '365d');
+  await page.selectOption('#granularity', 'hour');
+  await page.waitForSelector('#error:not([hidden])', { timeout: 10000 });
+  assert.match(await page.textContent('#error'), /refused/);
+  await shot(page, 'dashboard-error-400.png');
+
+  // A phone.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.selectOption('#preset', '24h');
+  await page.waitForSelector('#error[hidden]', { timeout: 10000 });
+  await page.waitForFunction(() => !document.querySelector('#charts').classList.contains('loading'));
+  await shot(page, 'dashboard-phone.png', { fullPage: true });
+  await ctx.close();
+  assert.deepEqual(errors, []);
+});
+
+test('dashboard: a user token is told it is not an admin; a bad token goes back to sign-in', async () => {
+  const { ctx, page } = await newPage();
+  const res = await fetch(`${svc.url}/dev/token`, { method: 'POST', body: JSON.stringify({ name: 'not-an-admin' }) });
+  const { token } = await res.json();
+  await page.goto('/admin/');
+  await page.fill('#admin-token', token);
+  await page.click('#signin-button');
+  await page.waitForSelector('#signin-error:not([hidden])');
+  assert.match(await page.textContent('#signin-error'), /not an admin/);
+  await shot(page, 'dashboard-not-admin.png');
+
+  await page.fill('#admin-token', `${token.slice(0, -4)}xxxx`);
+  await page.click('#signin-button');
+  await page.waitForFunction(() => /Signed out/.test(document.querySelector('#signin-error').textContent));
+  assert.equal(await page.isHidden('#app'), true);
+  await ctx.close();
+  errors.length = 0; // the refused requests are logged by the browser, as they should be
+});
