@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,7 +112,7 @@ func newPresenceServer(t *testing.T, o presenceOpts) *presenceServer {
 	auth := handlers.NewTokenAuthority(presenceSecret)
 	reg := prometheus.NewRegistry()
 	hub := handlers.NewHub(handlers.HubConfig{
-		Store: store, Recorder: rec, Auth: auth, Registry: reg,
+		Store: store, Recorder: rec, Auth: auth, Registry: reg, Logger: testLogger(),
 		AllowedOrigins: o.origins, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
 		StatsPushInterval: 50 * time.Millisecond, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
@@ -326,6 +327,14 @@ func (w *wsClient) closeCode() int {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// testLogger logs to stderr when PRESENCE_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("PRESENCE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return discardLogger()
+}
 
 // eventually polls cond every 10 ms until it holds or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {

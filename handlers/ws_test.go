@@ -285,7 +285,7 @@ func TestWS1000ConcurrentJoins(t *testing.T) {
 		return st.OnlineCount == n && s.rec.count(presencestats.EventConnected, "") == n
 	})
 	observer := dialWS(t, s, room, uuid.New())
-	observer.waitOnline(t, 10*time.Second, n+1)
+	observer.waitOnline(t, 30*time.Second, n+1)
 	for _, c := range clients {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.conn.Close() }()

@@ -248,9 +248,11 @@ func (c *wsConn) event(ev presencestats.PresenceEvent) presencestats.PresenceEve
 	return ev
 }
 
-// storeCtx bounds one presence-store call made on behalf of a session.
+// storeCtx bounds one presence-store call made on behalf of a session. A call that fails marks
+// the store down, and the recovery re-registers every session: the bound is generous so that a
+// burst of joins waiting for pool connections is not taken for an outage.
 func storeCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 2*time.Second)
+	return context.WithTimeout(context.Background(), 5*time.Second)
 }
 
 // markDown records that Redis failed; the heartbeat loop probes it and re-registers sessions
@@ -289,7 +291,7 @@ func (h *Hub) onConnect(s *melody.Session) {
 		HeartbeatIntervalMS: h.heartbeatInterval().Milliseconds(), MaxMessageBytes: h.cfg.MaxMessageBytes,
 	}))
 	c.stateMu.Lock()
-	snapshot, ok := h.joinLocked(c)
+	snapshot, ok := h.joinLocked(c, false)
 	c.stateMu.Unlock()
 	if !ok {
 		snapshot = h.cachedOrZero(c.room)
@@ -302,8 +304,10 @@ func (h *Hub) onConnect(s *melody.Session) {
 }
 
 // joinLocked registers c in the store (c.stateMu held) and records its connected event the
-// first time. It reports whether the store answered.
-func (h *Hub) joinLocked(c *wsConn) (presencestats.OnlineStats, bool) {
+// first time. expired says the store dropped the session with a timeout event (a sweeper expired
+// it): coming back is then recorded as a new connection. Re-registering after a Redis outage is
+// not (the history never saw those sessions end). It reports whether the store answered.
+func (h *Hub) joinLocked(c *wsConn, expired bool) (presencestats.OnlineStats, bool) {
 	if c.left {
 		return presencestats.OnlineStats{}, false
 	}
@@ -318,7 +322,6 @@ func (h *Hub) joinLocked(c *wsConn) (presencestats.OnlineStats, bool) {
 		h.markDown(err)
 		return presencestats.OnlineStats{}, false
 	}
-	first := !c.inStore
 	c.inStore = true
 	if !c.recorded {
 		c.recorded = true
@@ -326,7 +329,7 @@ func (h *Hub) joinLocked(c *wsConn) (presencestats.OnlineStats, bool) {
 		c.lastHBEvent = h.now()
 		h.metrics.joins.Inc()
 		h.record(c.event(ev))
-	} else if !first && ev.Type == presencestats.EventConnected {
+	} else if expired && ev.Type == presencestats.EventConnected {
 		// It had been expired (with a timeout event) while this instance was stalled: it is a
 		// new connection as far as the history is concerned.
 		h.metrics.rejoins.Inc()
@@ -566,7 +569,7 @@ func (h *Hub) resync() {
 		for _, c := range live {
 			c.stateMu.Lock()
 			if !c.left {
-				if _, okJoin := h.joinLocked(c); !okJoin {
+				if _, okJoin := h.joinLocked(c, false); !okJoin {
 					ok = false
 				}
 			}
@@ -580,8 +583,13 @@ func (h *Hub) resync() {
 		h.up.Store(false)
 		return
 	}
+	// Updates were missed while the subscription was down: every cached count is refetched before
+	// it is served as fresh again, and stays the "last known" answer until then.
 	h.cacheMu.Lock()
-	clear(h.cache)
+	for id, e := range h.cache {
+		e.at = time.Time{}
+		h.cache[id] = e
+	}
 	h.cacheMu.Unlock()
 	h.log.Info("presence store back: sessions registered again", "sessions", len(live), "leaves_applied", len(pending))
 }
@@ -604,6 +612,7 @@ func (h *Hub) heartbeatLoop(ctx context.Context) {
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			err := h.cfg.Store.Ping(pctx)
 			cancel()
+			h.log.Debug("presence store probe", "err", err)
 			if err == nil {
 				h.resync()
 			}
@@ -648,7 +657,7 @@ func (h *Hub) beat(ctx context.Context) {
 			switch {
 			case c.left || !c.inStore:
 			case gone[c.id]:
-				h.joinLocked(c)
+				h.joinLocked(c, true)
 			case now.Sub(c.lastHBEvent) >= h.cfg.HeartbeatEventInterval:
 				c.lastHBEvent = now
 				h.record(c.event(presencestats.PresenceEvent{
