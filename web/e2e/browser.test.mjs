@@ -26,7 +26,8 @@ after(async () => {
 });
 
 async function newPage(viewport = { width: 1280, height: 800 }) {
-  const ctx = await browser.newContext({ viewport, baseURL: svc.url });
+  // Reduced motion: the dashboard then draws charts without animation, so screenshots are final.
+  const ctx = await browser.newContext({ viewport, baseURL: svc.url, reducedMotion: 'reduce' });
   const page = await ctx.newPage();
   watchConsole(page, errors);
   return { ctx, page };
@@ -160,19 +161,26 @@ test('dashboard: signs in, draws charts with data, live count, downloads CSV and
   const bytes = await readFile(await xlsx.path());
   assert.equal(bytes.subarray(0, 2).toString(), 'PK', 'an XLSX is a zip');
 
-  // A query the server refuses: its message is shown.
+  assert.deepEqual(errors, []);
+
+  // A query the server refuses: its message is shown (and the browser logs the 400).
   await page.selectOption('#preset', '365d');
   await page.selectOption('#granularity', 'hour');
   await page.waitForSelector('#error:not([hidden])', { timeout: 10000 });
   assert.match(await page.textContent('#error'), /refused/);
   await shot(page, 'dashboard-error-400.png');
+  assert.ok(errors.every((e) => /status of 400/.test(e)), errors.join('\n'));
+  errors.length = 0;
 
   // A phone.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.selectOption('#preset', '24h');
-  await page.waitForSelector('#error[hidden]', { timeout: 10000 });
+  await page.waitForSelector('#error', { state: 'hidden', timeout: 10000 });
   await page.waitForFunction(() => !document.querySelector('#charts').classList.contains('loading'));
   await shot(page, 'dashboard-phone.png', { fullPage: true });
+  await page.locator('#charts').scrollIntoViewIfNeeded();
+  await shot(page, 'dashboard-phone-charts.png');
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no sideways scrolling on a phone');
   await ctx.close();
   assert.deepEqual(errors, []);
 });

@@ -189,13 +189,17 @@ async function runQuery(ev) {
     const report = await res.json();
     state.lastQuery = params;
     render(report, params);
+    markStale(false);
     const n = (report.stats || []).length;
     showStatus(`${n} row${n === 1 ? '' : 's'} · ${report.query_duration_ms !== undefined ? `query ${formatNumber(report.query_duration_ms, 1)} ms · ` : ''}generated ${new Date(report.generated_at || Date.now()).toLocaleTimeString()}`);
   } catch (err) {
     if (err.name === 'AbortError') return;
     showStatus('');
     if (authFailure(err)) return;
-    showError(err.status === 400 ? `The server refused the query: ${err.message}` : `Could not load the report: ${err.message}`);
+    const shown = state.lastQuery ? ' The charts below still show the previous query.' : '';
+    markStale(Boolean(state.lastQuery));
+    const msg = err.message.replace(/\.$/, '');
+    showError(err.status === 400 ? `The server refused the query: ${msg}.${shown}` : `Could not load the report: ${msg}.${shown}`);
   } finally {
     if (state.queryAbort === abort) {
       $('#charts').classList.remove('loading');
@@ -205,6 +209,11 @@ async function runQuery(ev) {
 }
 
 // ---- rendering ----
+
+// markStale dims what a failed query left on screen (the tiles' live count stays live).
+function markStale(stale) {
+  for (const sel of ['#charts', '#table', '#sum-peak', '#sum-conn', '#sum-session']) $(sel).classList.toggle('stale', stale);
+}
 
 // bucketLabel shows a bucket in the report's own time zone: its RFC 3339 text already is.
 function bucketLabel(ts, granularity) {
@@ -266,8 +275,8 @@ function render(report, params) {
 
   // online: totals, plus one line per room when there are few
   const online = [
-    { label: 'Peak online (all selected)', data: totals.map((t) => t.peak_online_count), borderColor: COLORS.peak, backgroundColor: COLORS.peak, tension: 0.2, pointRadius: 2 },
-    { label: 'Average online (all selected)', data: totals.map((t) => t.avg_online_count), borderColor: COLORS.avg, backgroundColor: COLORS.avg, tension: 0.2, pointRadius: 2 },
+    { label: 'Peak online (all selected)', data: totals.map((t) => t.peak_online_count), borderColor: COLORS.peak, backgroundColor: COLORS.peak, pointRadius: 2 },
+    { label: 'Average online (all selected)', data: totals.map((t) => t.avg_online_count), borderColor: COLORS.avg, backgroundColor: COLORS.avg, pointRadius: 2 },
   ];
   const roomIds = [...new Set(stats.map((s) => s.room_id))];
   if (roomIds.length > 1 && roomIds.length <= PER_ROOM_LINES_MAX) {
@@ -281,7 +290,7 @@ function render(report, params) {
   makeChart('chart-online', {
     type: 'line',
     data: { labels, datasets: online },
-    options: { scales: { y: { beginAtZero: true, title: { display: true, text: 'users' } } } },
+    options: { scales: { y: { beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: 'users' } } } },
   });
   makeChart('chart-activity', {
     type: 'bar',
@@ -300,11 +309,11 @@ function render(report, params) {
     data: {
       labels: hours.map((h) => String(h.hour).padStart(2, '0')),
       datasets: [
-        { type: 'line', label: 'Peak online', data: hours.map((h) => h.peak_online_count), borderColor: COLORS.peak, backgroundColor: COLORS.peak, pointRadius: 2, tension: 0.2 },
+        { type: 'line', label: 'Peak online', data: hours.map((h) => h.peak_online_count), borderColor: COLORS.peak, backgroundColor: COLORS.peak, pointRadius: 2 },
         { label: 'Average online', data: hours.map((h) => h.avg_online_count), backgroundColor: COLORS.avg },
       ],
     },
-    options: { scales: { y: { beginAtZero: true }, x: { title: { display: true, text: 'hour of day' } } } },
+    options: { scales: { y: { beginAtZero: true, ticks: { precision: 0 } }, x: { title: { display: true, text: 'hour of day' } } } },
   });
   const offset = totals.length ? bucketCell(totals[0].time_bucket).split(' ').pop() : '';
   $('#tz-note').textContent = offset ? `(hours in ${offset})` : '';
