@@ -60,6 +60,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	features = append(features, presence.Hub)
 	closers = append(closers, presence.Close)
 	closers = append(closers, closeHistory)
+	// Admin reports and the audit trail under /admin/api; the dashboard's room list goes through
+	// the same guard, so it is admin-only and audited too.
+	reports := storage.NewReports(pool, cfg.ReportTimezone)
+	admin := handlers.NewAdmin(handlers.AdminConfig{
+		Auth: auth, Logger: log, Reports: reports, Audit: storage.NewAudit(pool),
+		Location: cfg.ReportTimezone, MaxPoints: cfg.ReportMaxPoints,
+	})
+	features = append(features, admin, handlers.NewWebAPI(reports, log, admin.Guard(handlers.ActionRoomsList)...))
 
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger:   log,

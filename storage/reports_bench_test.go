@@ -1,0 +1,176 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"presencestats"
+	"presencestats/storage"
+	"presencestats/storage/storagetest"
+)
+
+// Report query benchmark: a year of presence for 100 rooms, generated in SQL (not through the
+// collector), the continuous aggregates refreshed, then the report queries the admin API runs
+// (Stats for every room + Totals + PeakHours) timed per granularity over its typical range.
+//
+//	make bench                                                   (runs every benchmark)
+//	dev/services.sh test go test -run '^$' -bench BenchmarkReportQueries -benchtime 20x -timeout 60m ./storage/
+//
+// It never runs in `make test` (go test runs benchmarks only with -bench). Setting:
+// BENCH_REPORT_ROOMS (default 100) and BENCH_REPORT_DAYS (default 365) size the data.
+// Each sub-benchmark reports p50-ms and p95-ms of a whole report and of Stats alone.
+
+// seedYear inserts `days` days of sessions ending at end for `rooms` rooms: 20 user slots per
+// room, each slot one user whose sessions follow each other without overlapping (a session every
+// 18-29 hours, 5 minutes to 60% of that long), users shared between rooms. online_after is the
+// running sum of online_delta per room, as the collector would have written it; sessions still
+// open at end have no disconnect.
+func seedYear(ctx context.Context, tb testing.TB, pool *pgxpool.Pool, rooms, days int, end time.Time) int64 {
+	tb.Helper()
+	const batchRooms = 10
+	start := end.AddDate(0, 0, -days)
+	var total int64
+	for r0 := 0; r0 < rooms; r0 += batchRooms {
+		tag, err := pool.Exec(ctx, `
+WITH slots AS (
+    SELECT r, k,
+           md5('bench-room-' || r)::uuid                        AS room_id,
+           md5('bench-user-' || ((r * 7 + k * 13) % 1000))::uuid AS user_id,
+           (18 + abs(hashtext(r || ':' || k)) % 12) * 3600      AS period_s,
+           abs(hashtext(k || ':' || r)) % 86400                 AS phase_s
+    FROM generate_series($1::int, $2::int - 1) AS r, generate_series(0, 19) AS k
+), sessions AS (
+    SELECT s.room_id, s.user_id,
+           md5('bench-session-' || s.r || ':' || s.k || ':' || i)::uuid AS session_id,
+           $3::timestamptz + make_interval(secs => s.phase_s + i * s.period_s) AS started,
+           300 + abs(hashtext(s.r || ':' || s.k || ':' || i)) % (s.period_s * 6 / 10) AS dur_s
+    FROM slots s, generate_series(0, ($5::int * 86400) / s.period_s) AS i
+), events AS (
+    SELECT room_id, user_id, session_id, started AS ts, 'connected' AS event_type, 1 AS delta, NULL::float8 AS secs
+    FROM sessions WHERE started < $4
+    UNION ALL
+    SELECT room_id, user_id, session_id, started + make_interval(secs => dur_s), 'disconnected', -1, dur_s::float8
+    FROM sessions WHERE started + make_interval(secs => dur_s) < $4
+)
+INSERT INTO presence_events (event_id, ts, room_id, user_id, session_id, event_type, online_after, online_delta, session_seconds, reason)
+SELECT gen_random_uuid(), ts, room_id, user_id, session_id, event_type,
+       sum(delta) OVER (PARTITION BY room_id ORDER BY ts, delta, session_id ROWS UNBOUNDED PRECEDING),
+       delta, secs, CASE WHEN event_type = 'disconnected' THEN 'closed' END
+FROM events`, r0, min(r0+batchRooms, rooms), start, end, days)
+		if err != nil {
+			tb.Fatalf("seed rooms %d..: %v", r0, err)
+		}
+		total += tag.RowsAffected()
+	}
+	return total
+}
+
+// refreshAggregates materialises every continuous aggregate over [from, to), finest first (the
+// hierarchical ones read the level below), as the refresh policies would have.
+func refreshAggregates(ctx context.Context, tb testing.TB, pool *pgxpool.Pool, from, to time.Time) {
+	tb.Helper()
+	rows, err := pool.Query(ctx, `
+		SELECT view_name FROM timescaledb_information.continuous_aggregates
+		ORDER BY CASE WHEN view_name LIKE '%hourly' THEN 1 WHEN view_name LIKE '%daily' THEN 2
+		              WHEN view_name LIKE '%weekly' THEN 3 WHEN view_name LIKE '%monthly' THEN 4 ELSE 5 END, view_name`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var views []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			tb.Fatal(err)
+		}
+		views = append(views, v)
+	}
+	rows.Close()
+	if len(views) == 0 {
+		tb.Fatal("no continuous aggregates: the report migrations are missing")
+	}
+	for _, v := range views {
+		t0 := time.Now()
+		if _, err := pool.Exec(ctx, fmt.Sprintf(`CALL refresh_continuous_aggregate('%s', $1::timestamptz, $2::timestamptz)`, v), from, to); err != nil {
+			tb.Fatalf("refresh %s: %v", v, err)
+		}
+		tb.Logf("refresh %s: %v", v, time.Since(t0).Round(time.Millisecond))
+	}
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+func BenchmarkReportQueries(b *testing.B) {
+	ctx := context.Background()
+	rooms, days := envInt("BENCH_REPORT_ROOMS", 100), envInt("BENCH_REPORT_DAYS", 365)
+	pool := storagetest.NewDatabase(b)
+	end := time.Now().UTC().Truncate(time.Hour)
+	start := end.AddDate(0, 0, -days)
+
+	t0 := time.Now()
+	n := seedYear(ctx, b, pool, rooms, days, end)
+	b.Logf("seeded %d events for %d rooms over %d days in %v", n, rooms, days, time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	refreshAggregates(ctx, b, pool, start.AddDate(-1, 0, 0), end)
+	b.Logf("refreshed every aggregate in %v", time.Since(t0).Round(time.Millisecond))
+
+	reports := storage.NewReports(pool, time.UTC)
+	for _, tc := range []struct {
+		g     presencestats.Granularity
+		start time.Time
+	}{
+		{presencestats.Hour, end.AddDate(0, 0, -7)},
+		{presencestats.Day, end.AddDate(0, 0, -90)},
+		{presencestats.Week, end.AddDate(-1, 0, 0)},
+		{presencestats.Month, start},
+		{presencestats.Year, start},
+	} {
+		q := presencestats.ReportQuery{Start: tc.start, End: end, Granularity: tc.g, Metrics: presencestats.Metrics}
+		b.Run(string(tc.g), func(b *testing.B) {
+			var whole, stats []time.Duration
+			rows := 0
+			for b.Loop() {
+				t0 := time.Now()
+				rows = 0
+				if err := reports.Stats(ctx, q, func(presencestats.ReportRow) error { rows++; return nil }); err != nil {
+					b.Fatal(err)
+				}
+				stats = append(stats, time.Since(t0))
+				if _, err := reports.Totals(ctx, q); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := reports.PeakHours(ctx, q); err != nil {
+					b.Fatal(err)
+				}
+				whole = append(whole, time.Since(t0))
+			}
+			b.ReportMetric(float64(rows), "rows")
+			b.ReportMetric(percentileMS(whole, 50), "p50-ms")
+			b.ReportMetric(percentileMS(whole, 95), "p95-ms")
+			b.ReportMetric(percentileMS(stats, 50), "stats-p50-ms")
+			b.ReportMetric(percentileMS(stats, 95), "stats-p95-ms")
+		})
+	}
+}
+
+// percentileMS returns the p-th percentile of ds in milliseconds (nearest rank).
+func percentileMS(ds []time.Duration, p int) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return float64(s[max(i, 1)-1].Microseconds()) / 1000
+}
