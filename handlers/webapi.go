@@ -23,7 +23,8 @@ type WebAPI struct {
 }
 
 // NewWebAPI returns the feature. guard runs before each handler and must authenticate the admin
-// and write the audit record, exactly as for the other admin endpoints.
+// and write the audit record, exactly as for the other admin endpoints: cmd passes
+// admin.Guard(ActionRoomsList) of the admin API.
 func NewWebAPI(rooms RoomLister, log *slog.Logger, guard ...gin.HandlerFunc) *WebAPI {
 	return &WebAPI{rooms: rooms, log: log, guard: guard}
 }
