@@ -48,6 +48,7 @@ type Presence struct {
 	ttl      time.Duration
 	instance string
 	log      *slog.Logger
+	cluster  bool // Redis Cluster: scripts touch one room's slot only
 
 	join, leave, touch, expire, counts *redis.Script
 }
@@ -62,9 +63,15 @@ func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
 	}
 	return &Presence{
 		rdb: rdb, keys: redisKeys{prefix: opt.KeyPrefix}, ttl: opt.TTL, instance: opt.InstanceID, log: opt.Logger,
+		cluster: isCluster(rdb),
 		join: mustScript("join.lua"), leave: mustScript("leave.lua"), touch: mustScript("touch.lua"),
 		expire: mustScript("expire.lua"), counts: mustScript("counts.lua"),
 	}
+}
+
+func isCluster(rdb redis.UniversalClient) bool {
+	_, ok := rdb.(*redis.ClusterClient)
+	return ok
 }
 
 // TTL returns PRESENCE_TTL.
@@ -77,32 +84,24 @@ func unavailable(doing string, err error) error {
 	return presencestats.Wrap(presencestats.EUNAVAILABLE, fmt.Errorf("%s: %w", doing, err), "presence store unavailable")
 }
 
-// run executes script with EVALSHA, together with the commands extra adds, in one pipeline (one
-// round trip). When Redis has lost its script cache (NOSCRIPT) it loads the script and retries.
-func (p *Presence) run(ctx context.Context, s *redis.Script, keys []string, args []any, extra func(redis.Pipeliner)) ([]any, error) {
-	for attempt := 0; ; attempt++ {
-		pipe := p.rdb.Pipeline()
-		cmd := s.EvalSha(ctx, pipe, keys, args...)
-		if extra != nil {
-			extra(pipe)
-		}
-		_, _ = pipe.Exec(ctx)
-		err := cmd.Err()
-		if redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
-			if err := s.Load(ctx, p.rdb).Err(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err != nil {
+// run executes script with EVALSHA (one round trip). When Redis has lost its script cache
+// (NOSCRIPT: a restart) it loads the script and retries.
+func (p *Presence) run(ctx context.Context, s *redis.Script, keys []string, args []any) ([]any, error) {
+	cmd := s.EvalSha(ctx, p.rdb, keys, args...)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if err := s.Load(ctx, p.rdb).Err(); err != nil {
 			return nil, err
 		}
-		vals, ok := cmd.Val().([]any)
-		if !ok {
-			return nil, fmt.Errorf("script reply is %T, not an array", cmd.Val())
-		}
-		return vals, nil
+		cmd = s.EvalSha(ctx, p.rdb, keys, args...)
 	}
+	if err := cmd.Err(); err != nil {
+		return nil, err
+	}
+	vals, ok := cmd.Val().([]any)
+	if !ok {
+		return nil, fmt.Errorf("script reply is %T, not an array", cmd.Val())
+	}
+	return vals, nil
 }
 
 // reply reads the elements of a script reply.
@@ -183,14 +182,12 @@ func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, conn
 	if !connectedAt.IsZero() {
 		connected = connectedAt.UnixMicro()
 	}
-	vals, err := p.run(ctx, p.join, p.keys.room(room),
-		[]any{session.String(), user.String(), p.ttl.Milliseconds(), p.instance, connected, p.keys.channel(room)},
-		func(pipe redis.Pipeliner) {
-			// The index score only ever needs lowering here: a new deadline is the latest one. The
-			// local clock is used (the script's TIME is not known yet), with half a TTL of margin
-			// for clock skew: a score too low costs one idle expire call, one too high a late expiry.
-			pipe.ZAddLT(ctx, p.keys.rooms(), redis.Z{Score: float64(time.Now().Add(p.ttl / 2).UnixMilli()), Member: room.String()})
-		})
+	keys := p.keys.room(room)
+	if !p.cluster {
+		keys = append(keys, p.keys.rooms())
+	}
+	vals, err := p.run(ctx, p.join, keys,
+		[]any{session.String(), user.String(), p.ttl.Milliseconds(), p.instance, connected, p.keys.channel(room), room.String()})
 	if err != nil {
 		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence join", err)
 	}
@@ -198,6 +195,16 @@ func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, conn
 	ts, delta, online, sessions, existed := microTime(r.int(0)), r.int(1), r.int(2), r.int(3), r.int(4)
 	if r.err != nil {
 		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, fmt.Errorf("presence join: %w", r.err)
+	}
+	if sessions == 1 && p.cluster {
+		// The room was empty, so it may be missing from the sweeper's index: add it with this
+		// session's deadline. A room with sessions is always indexed with a score at most its
+		// earliest deadline (see reindex), and a later join's deadline is later. On a single
+		// Redis the script does this itself; on Cluster the index is in another slot.
+		deadline := r.int(5)
+		if err := p.rdb.ZAddLT(ctx, p.keys.rooms(), redis.Z{Score: float64(deadline), Member: room.String()}).Err(); err != nil {
+			return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence join: index room", err)
+		}
 	}
 	typ := presencestats.EventConnected
 	if existed == 1 {
@@ -215,7 +222,7 @@ func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, conn
 // ENOTFOUND when the session is not in the room (already expired, or lost with Redis's data);
 // the counts are returned then too.
 func (p *Presence) Leave(ctx context.Context, room, session uuid.UUID) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-	vals, err := p.run(ctx, p.leave, p.keys.room(room), []any{session.String(), p.keys.channel(room)}, nil)
+	vals, err := p.run(ctx, p.leave, p.keys.room(room), []any{session.String(), p.keys.channel(room)})
 	if err != nil {
 		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence leave", err)
 	}
@@ -256,7 +263,7 @@ func (p *Presence) Touch(ctx context.Context, room uuid.UUID, sessions []uuid.UU
 	for _, s := range sessions {
 		args = append(args, s.String())
 	}
-	vals, err := p.run(ctx, p.touch, p.keys.room(room), args, nil)
+	vals, err := p.run(ctx, p.touch, p.keys.room(room), args)
 	if err != nil {
 		return presencestats.OnlineStats{}, nil, unavailable("presence touch", err)
 	}
@@ -320,7 +327,7 @@ func (p *Presence) Expire(ctx context.Context, room uuid.UUID, limit int) ([]pre
 }
 
 func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([]presencestats.PresenceEvent, presencestats.OnlineStats, int64, error) {
-	vals, err := p.run(ctx, p.expire, p.keys.room(room), []any{limit, p.keys.channel(room)}, nil)
+	vals, err := p.run(ctx, p.expire, p.keys.room(room), []any{limit, p.keys.channel(room)})
 	if err != nil {
 		return nil, presencestats.OnlineStats{}, 0, unavailable("presence expire", err)
 	}

@@ -22,10 +22,11 @@ import "github.com/google/uuid"
 //	                                    sweeper's index of rooms that may hold expired  sweeper finds the
 //	                                    sessions                                        room empty)
 //
-// Prooms is the one key outside a room's slot: on Redis Cluster it hashes to a slot of its own,
-// and is therefore never touched inside a script. Join lowers its score (ZADD LT) in the same
-// pipeline as the join script; the sweeper raises it to the room's next deadline after expiring.
-// Touch only moves deadlines later, so the score stays a lower bound without being written.
+// Prooms is the one key outside a room's slot. On a single Redis the join script adds the room
+// (ZADD LT) when its first session joins; on Redis Cluster, where Prooms hashes to a slot of its
+// own and a script may not touch it, Join does that with a second command. The sweeper raises the
+// score to the room's next deadline after expiring, and removes empty rooms. Touch only moves
+// deadlines later, so the score stays a lower bound without being written.
 //
 // Pub/sub, one channel per room, all matched by the pattern "Proom:*" (every instance
 // subscribes to the pattern, so its cache of counts is fresh for every room):

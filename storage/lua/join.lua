@@ -1,7 +1,8 @@
 -- join: add a session to a room (or refresh it when it is already there).
--- KEYS[1] room sessions ZSET, KEYS[2] room session-data HASH, KEYS[3] room users HASH
+-- KEYS[1] room sessions ZSET, KEYS[2] room session-data HASH, KEYS[3] room users HASH,
+-- KEYS[4] (optional, not on Redis Cluster: another slot) the sweeper's rooms index ZSET
 -- ARGV[1] session id, ARGV[2] user id, ARGV[3] ttl ms, ARGV[4] instance id,
--- ARGV[5] connected-at in microseconds (0: now), ARGV[6] stats channel
+-- ARGV[5] connected-at in microseconds (0: now), ARGV[6] stats channel, ARGV[7] room id
 -- Returns {now_us, online_delta, online, sessions, existed (0|1), deadline_ms}.
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -21,6 +22,10 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl * 3) end
 local online = redis.call('HLEN', KEYS[3])
 local sessions = redis.call('ZCARD', KEYS[1])
 local now_s = string.format('%.0f', now_us)
+if sessions == 1 and KEYS[4] then
+  -- The room was empty, so it may be missing from the index (see rediskeys.go).
+  redis.call('ZADD', KEYS[4], 'LT', deadline, ARGV[7])
+end
 if not existed then
   redis.call('PUBLISH', ARGV[6], 's|' .. online .. '|' .. sessions .. '|' .. now_s)
 end

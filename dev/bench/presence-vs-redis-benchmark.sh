@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Presence store throughput beside redis-benchmark, in the same run, on the same Redis.
+#   dev/bench/presence-vs-redis-benchmark.sh            (starts a throw-away Redis on a free port)
+#   REDIS_PORT=6380 dev/bench/presence-vs-redis-benchmark.sh   (uses a running one; keys under bench:)
+# Go side: BenchmarkPresenceJoinLeave, alternating Join and Leave through storage.Presence (Lua
+# via EVALSHA, reply parsing, event building), 50 goroutines, 20 rooms.
+# Baseline: redis-benchmark -c 50 running EVALSHA of the same join.lua and leave.lua on random
+# sessions. Prints script calls per second of each and the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${N:-200000}
+tmp=$(mktemp -d)
+cleanup() { [ -f "$tmp/redis.pid" ] && kill "$(cat "$tmp/redis.pid")" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+if [ -z "${REDIS_PORT:-}" ]; then
+  REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --pidfile "$tmp/redis.pid" --logfile "$tmp/redis.log" --dir "$tmp"
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+cli() { redis-cli -p "$REDIS_PORT" "$@"; }
+join_sha=$(cli script load "$(cat storage/lua/join.lua)")
+leave_sha=$(cli script load "$(cat storage/lua/leave.lua)")
+keys=("bench:{room}:sessions" "bench:{room}:sessdata" "bench:{room}:users")
+
+echo "== redis-benchmark: EVALSHA join.lua / leave.lua, -c 50, $N requests each"
+rb() { redis-benchmark -p "$REDIS_PORT" -c 50 -n "$N" -r 100000000 -q "$@" | tr '\r' '\n' | grep -E 'requests per second' | tail -1; }
+j=$(rb EVALSHA "$join_sha" 4 "${keys[@]}" bench:rooms "s:__rand_int__" "u:__rand_int__" 60000 bench 0 bench:room:x room)
+# redis-benchmark cannot leave the sessions it joined (it draws a new random id): its leaves take
+# the cheaper not-found path, so this baseline flatters redis-benchmark, never the Go side.
+l=$(rb EVALSHA "$leave_sha" 3 "${keys[@]}" "s:__rand_int__" bench:room:x)
+echo "join:  $j"
+echo "leave: $l"
+jr=$(sed -E 's/.*: ([0-9.]+) requests.*/\1/' <<<"$j")
+lr=$(sed -E 's/.*: ([0-9.]+) requests.*/\1/' <<<"$l")
+base=$(python3 -c "print(round(2/(1/$jr+1/$lr)))")
+echo "redis-benchmark join+leave mix: $base scripts/s (harmonic mean)"
+
+echo "== go test -bench BenchmarkPresenceJoinLeave (50 goroutines)"
+out=$(TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" go test -run '^$' -bench 'BenchmarkPresenceJoinLeave$' -benchtime "${BENCHTIME:-100000x}" -count 1 ./storage/ | tee /dev/stderr)
+goops=$(grep -oE '[0-9.]+ scripts/s' <<<"$out" | awk '{print $1}')
+echo "presence store: $goops scripts/s"
+python3 -c "print('ratio presence/redis-benchmark: %.2f' % ($goops/$base))"
