@@ -64,7 +64,7 @@ func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
 	return &Presence{
 		rdb: rdb, keys: redisKeys{prefix: opt.KeyPrefix}, ttl: opt.TTL, instance: opt.InstanceID, log: opt.Logger,
 		cluster: isCluster(rdb),
-		join: mustScript("join.lua"), leave: mustScript("leave.lua"), touch: mustScript("touch.lua"),
+		join:    mustScript("join.lua"), leave: mustScript("leave.lua"), touch: mustScript("touch.lua"),
 		expire: mustScript("expire.lua"), counts: mustScript("counts.lua"),
 	}
 }
