@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startService, launchBrowser, watchConsole, shot, waitFor, ARTIFACTS } from './harness.mjs';
 
@@ -14,9 +14,12 @@ let browser;
 const room = randomUUID(); // a room of this run only
 const errors = [];
 
+// A low REPORT_MAX_POINTS lets the dashboard show a real 400 from the server (a year by hour).
+const SERVICE_ENV = { REPORT_MAX_POINTS: '2000' };
+
 before(async () => {
-  // A low REPORT_MAX_POINTS lets the dashboard show a real 400 from the server (a year by hour).
-  svc = await startService({ REPORT_MAX_POINTS: '2000' });
+  await rm(join(ARTIFACTS, 'presenced.log'), { force: true });
+  svc = await startService(SERVICE_ENV);
   browser = await launchBrowser();
 });
 
@@ -36,6 +39,7 @@ async function newPage(viewport = { width: 1280, height: 800 }) {
 async function joinChat(page, name) {
   await page.goto(`/#room=${room}`);
   await page.fill('#name', name);
+  await shot(page, 'chat-join-form.png');
   await page.click('#join-button');
   await page.waitForSelector('#state[data-state=connected]', { timeout: 10000 });
 }
@@ -202,4 +206,24 @@ test('dashboard: a user token is told it is not an admin; a bad token goes back 
   assert.equal(await page.isHidden('#app'), true);
   await ctx.close();
   errors.length = 0; // the refused requests are logged by the browser, as they should be
+});
+
+test('chat: reconnects by itself when the service comes back', async () => {
+  const { ctx, page } = await newPage({ width: 390, height: 844 });
+  await joinChat(page, 'Phoenix');
+  await countIs(page, '#online-count', 1, 2000);
+  await svc.stop();
+  await page.waitForSelector('#state[data-state=reconnecting]', { timeout: 5000 });
+  await shot(page, 'chat-reconnecting.png');
+  svc = await startService(SERVICE_ENV, svc.port);
+  await page.waitForSelector('#state[data-state=connected]', { timeout: 30000 });
+  await countIs(page, '#online-count', 1, 2000);
+  await page.waitForSelector('#messages li.system:has-text("Reconnected")');
+  await page.fill('#text', 'back again');
+  await page.click('#send');
+  await page.waitForSelector('#messages li.mine:has-text("back again")', { timeout: 2000 });
+  await shot(page, 'chat-reconnected.png');
+  await ctx.close();
+  // While the service was down the browser logged refused connections: expected here.
+  errors.length = 0;
 });

@@ -42,9 +42,13 @@ export async function waitFor(what, fn, timeoutMs) {
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
 }
 
-// startService migrates the test database and runs `presenced serve` with DEV_MODE=1.
-// It returns { url, stop() }; the service's log goes to test-artifacts/presenced.log.
-export async function startService(extraEnv = {}) {
+// One secret per test run, so that a restarted service still accepts the pages' tokens.
+const JWT_SECRET = randomBytes(24).toString('hex');
+
+// startService migrates the test database and runs `presenced serve` with DEV_MODE=1, on port
+// (a free one when 0). It returns { url, port, stop() }; the service's log is appended to
+// test-artifacts/presenced.log.
+export async function startService(extraEnv = {}, port = 0) {
   const dbURL = process.env.TEST_DATABASE_URL;
   const redisURL = process.env.TEST_REDIS_URL;
   if (!dbURL || !redisURL) {
@@ -53,10 +57,10 @@ export async function startService(extraEnv = {}) {
   const bin = process.env.PRESENCED_BIN || join(ROOT, 'bin/presenced');
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`make build\` first`);
   mkdirSync(ARTIFACTS, { recursive: true });
-  const port = await freePort();
+  port = port || (await freePort());
   const env = {
     ...process.env,
-    JWT_SECRET: randomBytes(24).toString('hex'),
+    JWT_SECRET,
     DEV_MODE: '1',
     HTTP_ADDR: `127.0.0.1:${port}`,
     DATABASE_URL: dbURL,
@@ -68,7 +72,7 @@ export async function startService(extraEnv = {}) {
     ...extraEnv,
   };
   execFileSync(bin, ['migrate', 'up'], { env, cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], timeout: 120000 });
-  const log = createWriteStream(join(ARTIFACTS, 'presenced.log'));
+  const log = createWriteStream(join(ARTIFACTS, 'presenced.log'), { flags: 'a' });
   const child = spawn(bin, ['serve'], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout.pipe(log);
   child.stderr.pipe(log);
@@ -82,6 +86,7 @@ export async function startService(extraEnv = {}) {
   }, 30000);
   return {
     url,
+    port,
     async stop() {
       if (exited) return;
       child.kill('SIGTERM');

@@ -157,8 +157,14 @@ const state = { conn: null, me: null, room: null };
 
 function setState(s, text) {
   const badge = $('#state');
+  const was = badge.dataset.state;
   badge.dataset.state = s;
   badge.textContent = text;
+  // Counts seen before a disconnect are only the last known ones: dim them until the snapshot
+  // that follows a (re)connect replaces them.
+  $('#room-view .side').classList.toggle('stale', s !== 'connected');
+  if (s === 'connected' && was === 'reconnecting') addSystem('Reconnected.');
+  if (s === 'reconnecting' && was === 'connected') addSystem('Connection lost: reconnecting…');
   if (s === 'error') showRoomBanner(text, 'error');
 }
 
