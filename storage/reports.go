@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"presencestats"
@@ -118,6 +119,15 @@ func (r *Reports) CountBuckets(q presencestats.ReportQuery) int {
 	return n
 }
 
+// uuidArray converts ids for a uuid[] parameter (pgx in exec mode cannot encode []uuid.UUID).
+func uuidArray(ids []uuid.UUID) []pgtype.UUID {
+	out := make([]pgtype.UUID, len(ids))
+	for i, id := range ids {
+		out[i] = pgtype.UUID{Bytes: id, Valid: true}
+	}
+	return out
+}
+
 // statRow is a ReportRow with the sums Totals needs.
 type statRow struct {
 	presencestats.ReportRow
@@ -163,7 +173,7 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 	g := q.Granularity
 	first := g.Truncate(q.Start, r.loc)
 	now := r.Now()
-	rows, err := r.pool.Query(ctx, r.stats[g], rooms, first, q.End, bucketWidth[g], r.loc.String(), now)
+	rows, err := r.pool.Query(ctx, r.stats[g], uuidArray(rooms), first, q.End, bucketWidth[g], r.loc.String(), now)
 	if err != nil {
 		return pgError(err, "query report stats")
 	}
@@ -270,7 +280,7 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 			totals[i].AvgSessionDuration = sessions[i].secs / float64(sessions[i].ended)
 		}
 	}
-	rows, err := r.pool.Query(ctx, r.totalUsers[q.Granularity], rooms, first, q.End)
+	rows, err := r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(rooms), first, q.End)
 	if err != nil {
 		return nil, pgError(err, "query report unique users")
 	}
