@@ -43,7 +43,6 @@ type Config struct {
 	EventBuffer        int            // EVENT_BUFFER
 	SpoolDir           string         // SPOOL_DIR; empty disables the spool
 	SpoolMaxBytes      int64          // SPOOL_MAX_BYTES
-	SampleInterval     time.Duration  // SAMPLE_INTERVAL
 	ReportTimezone     *time.Location // REPORT_TIMEZONE
 
 	// Reports.
@@ -86,7 +85,6 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		EventBuffer:        r.integer("EVENT_BUFFER", 10000, 1, 10000000),
 		SpoolDir:           r.str("SPOOL_DIR", ".data/spool"),
 		SpoolMaxBytes:      int64(r.integer("SPOOL_MAX_BYTES", 1<<30, 0, 1<<62)),
-		SampleInterval:     r.duration("SAMPLE_INTERVAL", 10*time.Second),
 
 		ReportMaxPoints: r.integer("REPORT_MAX_POINTS", 100000, 1, 100000000),
 	}
@@ -137,7 +135,6 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"PRESENCE_TTL", c.PresenceTTL}, {"SWEEP_INTERVAL", c.SweepInterval},
 		{"STATS_PUSH_INTERVAL", c.StatsPushInterval}, {"STATS_CACHE_TTL", c.StatsCacheTTL},
 		{"HEARTBEAT_EVENT_INTERVAL", c.HeartbeatEventInterval}, {"EVENT_FLUSH_INTERVAL", c.EventFlushInterval},
-		{"SAMPLE_INTERVAL", c.SampleInterval},
 	} {
 		if d.v <= 0 {
 			r.fail(d.name, "must be a positive duration")
