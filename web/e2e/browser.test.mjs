@@ -165,6 +165,19 @@ test('dashboard: signs in, draws charts with data, live count, downloads CSV and
   const bytes = await readFile(await xlsx.path());
   assert.equal(bytes.subarray(0, 2).toString(), 'PK', 'an XLSX is a zip');
 
+  // A custom range: the last three hours by hour.
+  await page.selectOption('#preset', 'custom');
+  await page.evaluate(() => {
+    const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+    const now = Date.now();
+    document.querySelector('#start').value = local(new Date(now - 3 * 3600e3));
+    document.querySelector('#end').value = local(new Date(now + 60e3));
+  });
+  await page.selectOption('#granularity', 'hour');
+  await page.click('#apply');
+  await page.waitForFunction(() => /^[3-5] rows/.test(document.querySelector('#status').textContent), null, { timeout: 10000 });
+  const customPeak = await page.evaluate(() => Math.max(...Chart.getChart('chart-online').data.datasets[0].data));
+  assert.ok(customPeak >= 2, `peak in the custom range: ${customPeak}`);
   assert.deepEqual(errors, []);
 
   // A query the server refuses: its message is shown (and the browser logs the 400).
