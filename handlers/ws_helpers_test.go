@@ -80,7 +80,7 @@ type presenceServer struct {
 	srv   *httptest.Server
 }
 
-func newPresenceServer(t *testing.T, o presenceOpts) *presenceServer {
+func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	t.Helper()
 	if o.redisURL == "" {
 		o.redisURL = storagetest.RedisURL(t)

@@ -78,9 +78,10 @@ type Hub struct {
 	cacheMu sync.RWMutex
 	cache   map[uuid.UUID]cachedStats
 
-	up       atomic.Bool // Redis reachable as far as we know
-	bgCancel context.CancelFunc
-	bgDone   sync.WaitGroup
+	up         atomic.Bool // Redis reachable as far as we know
+	subscribed atomic.Bool // the subscription to the rooms' channels was established once
+	bgCancel   context.CancelFunc
+	bgDone     sync.WaitGroup
 }
 
 type cachedStats struct {
@@ -531,6 +532,9 @@ func (h *Hub) onStoreState(up bool) {
 	if !up {
 		h.markDown(errors.New("subscription lost"))
 		return
+	}
+	if !h.subscribed.Swap(true) && h.up.Load() {
+		return // the first subscription, with nothing lost before it: no recovery to run
 	}
 	go h.resync()
 }
