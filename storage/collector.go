@@ -384,6 +384,13 @@ func isDataError(err error) bool {
 	return false
 }
 
+// WriteBatch writes events now as one INSERT, bypassing the buffer: for tools and benchmarks
+// that want the statement's cost. Errors: EUNAVAILABLE when the database is unreachable,
+// EINVALID when it rejects a value, EINTERNAL otherwise.
+func (c *Collector) WriteBatch(ctx context.Context, events []presencestats.PresenceEvent) error {
+	return c.write(ctx, events, c.cfg.WriteTimeout)
+}
+
 // write sends one batch as one INSERT.
 func (c *Collector) write(ctx context.Context, batch []presencestats.PresenceEvent, timeout time.Duration) error {
 	n := len(batch)
