@@ -14,8 +14,9 @@ let browser;
 const room = randomUUID(); // a room of this run only
 const errors = [];
 
-// A low REPORT_MAX_POINTS lets the dashboard show a real 400 from the server (a year by hour).
-const SERVICE_ENV = { REPORT_MAX_POINTS: '2000' };
+// A low REPORT_MAX_POINTS lets the dashboard show a real 400 from the server (a year by hour);
+// a short PRESENCE_TTL makes the server announce a 2 s heartbeat, which the ping test watches.
+const SERVICE_ENV = { REPORT_MAX_POINTS: '2000', PRESENCE_TTL: '6s', SWEEP_INTERVAL: '1s' };
 
 before(async () => {
   await rm(join(ARTIFACTS, 'presenced.log'), { force: true });
@@ -92,6 +93,27 @@ test('chat: two browsers in one room see 2 online within a second, then 1 after 
   await countIs(a.page, '#session-count', 1, 1000);
   await a.ctx.close();
   assert.deepEqual(errors, []);
+});
+
+test('chat: pings at the interval the welcome frame announces', async () => {
+  const { ctx, page } = await newPage();
+  const sent = [];
+  const received = [];
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => sent.push({ at: Date.now(), frame: JSON.parse(f.payload) }));
+    ws.on('framereceived', (f) => received.push(JSON.parse(f.payload)));
+  });
+  await joinChat(page, 'Pinger');
+  const welcome = received.find((f) => f.type === 'welcome');
+  assert.ok(welcome, 'a welcome frame arrived');
+  const every = welcome.data.heartbeat_interval_ms;
+  assert.equal(every, 2000);
+  await waitFor('two pings', () => sent.filter((s) => s.frame.type === 'ping').length >= 2, 3 * every);
+  const pings = sent.filter((s) => s.frame.type === 'ping');
+  const gap = pings[1].at - pings[0].at;
+  assert.ok(gap > every * 0.8 && gap < every * 1.5, `pings ${gap} ms apart, announced ${every} ms`);
+  await waitFor('a pong', () => received.some((f) => f.type === 'pong'), 2000);
+  await ctx.close();
 });
 
 test('chat: a bad token is shown as an error, not retried forever', async () => {
