@@ -182,15 +182,15 @@ func seedMonth(ctx context.Context, tb testing.TB, pool *pgxpool.Pool, rooms int
 	for r0 := 0; r0 < rooms; r0++ {
 		tag, err := pool.Exec(ctx, `
 WITH slots AS (
-    SELECT k, md5('month-room-' || $1)::uuid AS room_id,
-           md5('month-user-' || (($1 * 7 + k * 13) % 500))::uuid AS user_id,
-           (2 + abs(hashtext($1 || ':' || k)) % 5) * 3600 AS period_s
+    SELECT k, md5('month-room-' || $1::int)::uuid AS room_id,
+           md5('month-user-' || (($1::int * 7 + k * 13) % 500))::uuid AS user_id,
+           (2 + abs(hashtext($1::int || ':' || k)) % 5) * 3600 AS period_s
     FROM generate_series(0, 11) AS k
 ), sessions AS (
-    SELECT s.room_id, s.user_id, md5('month-session-' || $1 || ':' || s.k || ':' || i)::uuid AS session_id,
+    SELECT s.room_id, s.user_id, md5('month-session-' || $1::int || ':' || s.k || ':' || i)::uuid AS session_id,
            $2::timestamptz + make_interval(secs => i * s.period_s + abs(hashtext(s.k || ':' || i)) % 600) AS started,
-           600 + abs(hashtext($1 || ':' || s.k || ':' || i)) % (s.period_s * 8 / 10 - 600) AS dur_s,
-           ('10.' || (s.k % 250) || '.' || ($1 % 250) || '.7')::inet AS ip
+           600 + abs(hashtext($1::int || ':' || s.k || ':' || i)) % (s.period_s * 8 / 10 - 600) AS dur_s,
+           ('10.' || (s.k % 250) || '.' || ($1::int % 250) || '.7')::inet AS ip
     FROM slots s, generate_series(0, (extract(epoch FROM $3::timestamptz - $2::timestamptz) / s.period_s)::int) AS i
 ), events AS (
     SELECT room_id, user_id, session_id, ip, started AS ts, 'connected' AS event_type, 1 AS delta, NULL::float8 AS secs
