@@ -103,6 +103,20 @@ function renderRooms(rooms) {
   updateRoomsNote();
 }
 
+// refreshRooms reloads the room list, keeping the ticks.
+async function refreshRooms() {
+  try {
+    const rooms = await loadRooms();
+    if (rooms.length === state.rooms.length && rooms.every((r, i) => r === state.rooms[i])) return;
+    const ticked = new Set(selectedRooms());
+    renderRooms(rooms);
+    for (const input of document.querySelectorAll('#room-list input')) input.checked = ticked.has(input.value);
+    updateRoomsNote();
+  } catch (err) {
+    authFailure(err); // anything else: keep the list we have; the report shows its own error
+  }
+}
+
 function selectedRooms() {
   return [...document.querySelectorAll('#room-list input:checked')].map((i) => i.value);
 }
@@ -168,7 +182,10 @@ function showStatus(msg) {
 }
 
 async function runQuery(ev) {
-  if (ev) ev.preventDefault();
+  if (ev) {
+    ev.preventDefault();
+    refreshRooms(); // "Show" also picks up rooms that got history since sign-in
+  }
   if (!state.token) return;
   let params;
   try {
@@ -388,7 +405,8 @@ function filenameOf(disposition) {
 // ---- live tile ----
 
 async function pollLive() {
-  const rooms = (selectedRooms().length ? selectedRooms() : state.rooms).slice(0, 100);
+  const all = selectedRooms().length ? selectedRooms() : state.rooms;
+  const rooms = all.slice(0, 100); // GET /api/rooms/stats answers for at most 100 rooms
   if (rooms.length === 0) {
     $('#live-online').textContent = '0';
     $('#live-sub').textContent = 'no rooms yet';
@@ -404,7 +422,8 @@ async function pollLive() {
     const tabs = list.reduce((s, r) => s + (r.session_count || 0), 0);
     const degraded = body.degraded || list.some((r) => r.degraded);
     $('#live-online').textContent = formatNumber(users);
-    $('#live-sub').textContent = `${tabs} tab${tabs === 1 ? '' : 's'} in ${list.length} room${list.length === 1 ? '' : 's'} · ${new Date().toLocaleTimeString()}${degraded ? ' · degraded: last known counts' : ''}`;
+    const some = all.length > rooms.length ? ` (first ${rooms.length} of ${all.length})` : '';
+    $('#live-sub').textContent = `${tabs} tab${tabs === 1 ? '' : 's'} in ${list.length} room${list.length === 1 ? '' : 's'}${some} · ${new Date().toLocaleTimeString()}${degraded ? ' · degraded: last known counts' : ''}`;
   } catch (err) {
     if (authFailure(err)) return;
     $('#live-sub').textContent = `live count unavailable: ${err.message}`;
