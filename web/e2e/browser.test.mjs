@@ -243,6 +243,30 @@ test('dashboard: a user token is told it is not an admin; a bad token goes back 
   errors.length = 0; // the refused requests are logged by the browser, as they should be
 });
 
+test('without DEV_MODE both pages ask for a pasted token', async () => {
+  // The server's 404 for POST /dev/token without DEV_MODE is tested in Go (handlers/web_test.go);
+  // here the browser gets the same answer to see what the pages make of it.
+  const { ctx, page } = await newPage();
+  await ctx.route('**/dev/token', (route) => route.fulfill({
+    status: 404, contentType: 'application/json',
+    body: JSON.stringify({ error: { code: 'not_found', message: 'no route POST /dev/token' } }),
+  }));
+  await page.goto(`/#room=${room}`);
+  await page.fill('#name', 'NoDev');
+  await page.click('#join-button');
+  await page.waitForSelector('#join-error:not([hidden])');
+  assert.match(await page.textContent('#join-error'), /DEV_MODE is off/);
+  assert.equal(await page.getAttribute('#token-details', 'open'), '');
+  await shot(page, 'chat-no-dev-mode.png');
+
+  await page.goto('/admin/');
+  await page.click('#dev-admin');
+  await page.waitForSelector('#signin-error:not([hidden])');
+  assert.match(await page.textContent('#signin-error'), /DEV_MODE is off/);
+  await ctx.close();
+  errors.length = 0; // the browser logs the 404s
+});
+
 test('chat: reconnects by itself when the service comes back', async () => {
   const { ctx, page } = await newPage({ width: 390, height: 844 });
   await joinChat(page, 'Phoenix');
