@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,5 +236,53 @@ func TestAnalystRole(t *testing.T) {
 		if !errors.As(err, &pe) || pe.Code != "42501" {
 			t.Errorf("%s as presence_analyst: got %v, want permission denied (42501)", table, err)
 		}
+	}
+}
+
+// TestAnalystExamples runs the example queries of the README's "Analysts' SQL" section as
+// presence_analyst, so that the documentation cannot rot.
+func TestAnalystExamples(t *testing.T) {
+	ctx := context.Background()
+	pool := storagetest.SharedDatabase(t)
+	readme, err := os.ReadFile(filepath.Join(storagetest.RepoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "### Analysts' SQL")
+	if !ok {
+		t.Fatal(`README.md has no "### Analysts' SQL" section`)
+	}
+	_, block, ok := strings.Cut(section, "```sql\n")
+	if !ok {
+		t.Fatal("no sql block in the Analysts' SQL section")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	n := 0
+	for _, q := range strings.Split(block, ";\n") {
+		if strings.TrimSpace(q) == "" {
+			continue
+		}
+		n++
+		func() {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, `SET LOCAL ROLE presence_analyst`); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := tx.Query(ctx, q)
+			if err == nil {
+				rows.Close()
+				err = rows.Err()
+			}
+			if err != nil {
+				t.Errorf("example %d: %v\n%s", n, err, q)
+			}
+		}()
+	}
+	if n != 5 {
+		t.Fatalf("examples: got %d, want 5", n)
 	}
 }
