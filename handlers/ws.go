@@ -1,11 +1,15 @@
 package handlers
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
@@ -68,11 +72,43 @@ func (h *Hub) serveWS(c *gin.Context) {
 		ip: clientIP(c.Request, h.cfg.TrustedProxies), ua: truncate(c.Request.UserAgent(), 512),
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.ChatRatePerSecond), h.cfg.ChatBurst),
 	}
-	// The upgrade writes its own 400 on a bad handshake; the session runs inside this call.
-	if err := h.m.HandleRequestWithKeys(c.Writer, c.Request, map[string]any{connKey: conn}); err != nil {
-		h.log.Debug("websocket upgrade failed", "err", err)
-	}
+	// The session runs on a goroutine of its own and this handler returns as soon as the
+	// connection is hijacked: net/http then frees the request's buffers and the handler's deep
+	// stack, which would otherwise live as long as the WebSocket (about half of the memory of an
+	// idle connection). A bad handshake is answered (400) before the handler returns.
+	dw := &detachedWriter{ResponseWriter: c.Writer, hijacked: make(chan struct{})}
+	req := c.Request
+	go func() {
+		defer dw.release()
+		if err := h.m.HandleRequestWithKeys(dw, req, map[string]any{connKey: conn}); err != nil {
+			h.log.Debug("websocket upgrade failed", "err", err)
+		}
+	}()
+	<-dw.hijacked
 }
+
+// detachedWriter is the ResponseWriter of an upgrade running on another goroutine: release
+// (after a successful Hijack, or when the upgrade gave up and answered) lets the HTTP handler
+// return. Nothing writes to it after that.
+type detachedWriter struct {
+	http.ResponseWriter
+	hijacked chan struct{}
+	once     sync.Once
+}
+
+func (w *detachedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("the response writer cannot be hijacked")
+	}
+	conn, brw, err := hj.Hijack()
+	if err == nil {
+		w.release()
+	}
+	return conn, brw, err
+}
+
+func (w *detachedWriter) release() { w.once.Do(func() { close(w.hijacked) }) }
 
 // originAllowed accepts requests without Origin (not from a browser), and otherwise an Origin
 // listed in ALLOWED_ORIGINS ("*" allows all) or, when the list is empty, of the same host.

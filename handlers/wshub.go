@@ -190,6 +190,11 @@ func NewHub(cfg HubConfig) *Hub {
 	m.Config.PingPeriod = h.heartbeatInterval()
 	m.Config.WriteWait = cfg.WriteWait
 	m.Upgrader.CheckOrigin = h.originAllowed
+	// Memory per connection: a small read buffer of its own (frames larger than it are read in
+	// pieces), and write buffers borrowed from a pool only while a frame is written.
+	m.Upgrader.ReadBufferSize = 512
+	m.Upgrader.WriteBufferSize = 1024
+	m.Upgrader.WriteBufferPool = &sync.Pool{}
 	m.HandleConnect(h.onConnect)
 	m.HandleDisconnect(h.onDisconnect)
 	m.HandleMessage(h.onMessage)
@@ -270,6 +275,9 @@ func (h *Hub) onConnect(s *melody.Session) {
 		return
 	}
 	c.s = s
+	// Everything needed from the request is in c: drop it (headers, URL, context) rather than
+	// keep it for the life of the connection.
+	s.Request = nil
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -285,13 +293,28 @@ func (h *Hub) onConnect(s *melody.Session) {
 		h.rooms[c.room] = r
 	}
 	r.members[c] = struct{}{}
+	h.conns.Add(1) // the join below
 	h.mu.Unlock()
+	// The join runs on a short-lived goroutine: its deep stack (Redis client, JSON) is freed when
+	// it ends, instead of growing the stack of the session's read loop for the connection's life.
+	go func() {
+		defer h.conns.Done()
+		h.welcome(c)
+	}()
+}
 
+// welcome registers a new session in the store and sends it the welcome frame and the snapshot
+// of its room's counts (degraded ones when Redis is down: it is registered when Redis is back).
+func (h *Hub) welcome(c *wsConn) {
 	c.send(mustFrame(TypeWelcome, WelcomeData{
 		SessionID: c.id, RoomID: c.room, UserID: c.user,
 		HeartbeatIntervalMS: h.heartbeatInterval().Milliseconds(), MaxMessageBytes: h.cfg.MaxMessageBytes,
 	}))
 	c.stateMu.Lock()
+	if c.left {
+		c.stateMu.Unlock()
+		return
+	}
 	snapshot, ok := h.joinLocked(c, false)
 	c.stateMu.Unlock()
 	if !ok {
