@@ -116,6 +116,25 @@ test('chat: pings at the interval the welcome frame announces', async () => {
   await ctx.close();
 });
 
+test('chat: a connection that stops answering pings is dropped and made again', async () => {
+  const { ctx, page } = await newPage();
+  let mute = false; // when set, nothing from the server reaches the page: a half-dead connection
+  let connections = 0;
+  await page.routeWebSocket(/\/ws\/rooms\//, (ws) => {
+    connections++;
+    const server = ws.connectToServer();
+    ws.onMessage((m) => server.send(m));
+    server.onMessage((m) => { if (!mute || connections > 1) ws.send(m); });
+  });
+  await joinChat(page, 'Muted');
+  mute = true;
+  await page.waitForSelector('#state[data-state=reconnecting]', { timeout: 20000 });
+  assert.match(await page.textContent('#state'), /no answer to ping/);
+  await page.waitForSelector('#state[data-state=connected]', { timeout: 10000 });
+  assert.equal(connections, 2);
+  await ctx.close();
+});
+
 test('chat: a bad token is shown as an error, not retried forever', async () => {
   const { ctx, page } = await newPage();
   await page.goto(`/#room=${room}`);

@@ -5,6 +5,10 @@ import { $, el, DEMO_ROOMS, isUUID, roomLabel, shortId, devToken, tokenClaims, A
 
 const DEFAULT_HEARTBEAT_MS = 20000;
 const MAX_BACKOFF_MS = 15000;
+// A ping without any frame back for this long means the socket is dead even if not closed.
+// It is measured from the ping, not from the last frame: a background tab whose timers the
+// browser throttles to once a minute must not take its own quiet for a dead connection.
+const PONG_TIMEOUT_MS = 10000;
 
 // heartbeatFrom reads the heartbeat interval a hello/welcome frame announces, whatever unit its
 // field name says (ms, seconds, or a Go duration string such as "20s"); null if none.
@@ -38,17 +42,20 @@ class RoomConnection {
     this.attempt = 0;
     this.stopped = false;
     this.heartbeatMs = DEFAULT_HEARTBEAT_MS;
-    this.onOnline = () => { if (!this.ws && !this.stopped) this.connectNow(); };
+    // Back online, or back to a tab the browser throttled: retry now rather than at the backoff.
+    this.onOnline = () => { if (!this.ws && !this.stopped && !document.hidden) this.connectNow(); };
   }
 
   start() {
     window.addEventListener('online', this.onOnline);
+    document.addEventListener('visibilitychange', this.onOnline);
     this.connect();
   }
 
   stop() {
     this.stopped = true;
     window.removeEventListener('online', this.onOnline);
+    document.removeEventListener('visibilitychange', this.onOnline);
     clearTimeout(this.retryTimer);
     this.stopHeartbeat();
     if (this.ws) this.ws.close(1000, 'leaving');
@@ -135,15 +142,29 @@ class RoomConnection {
 
   startHeartbeat() {
     this.stopHeartbeat();
+    this.pingSentAt = 0;
     this.heartbeatTimer = setInterval(() => {
       if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-      // No frame at all (not even a pong) for two intervals: the socket is dead but not closed.
-      if (Date.now() - this.lastFrameAt > 2 * this.heartbeatMs + 5000) {
-        this.ws.close(4000, 'heartbeat timeout');
+      const unanswered = this.pingSentAt > 0 && this.lastFrameAt < this.pingSentAt;
+      if (unanswered && Date.now() - this.pingSentAt > PONG_TIMEOUT_MS) {
+        this.drop('no answer to ping');
         return;
       }
+      if (!unanswered) this.pingSentAt = Date.now(); // the oldest unanswered ping counts
       this.send({ type: 'ping' });
     }, this.heartbeatMs);
+  }
+
+  // drop gives up on a socket that looks dead without waiting for its close handshake, which
+  // a dead connection may never finish; its late close event is then ignored.
+  drop(why) {
+    const ws = this.ws;
+    this.ws = null;
+    this.stopHeartbeat();
+    try {
+      ws.close(4000, why);
+    } catch { /* already closing */ }
+    this.retry(why);
   }
 
   stopHeartbeat() {
