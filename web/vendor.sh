@@ -2,7 +2,7 @@
 # Re-copies the chart library pinned in web/package.json (+ package-lock.json) into
 # web/static/vendor/, with its licences. The copies are committed and embedded in the binary,
 # so nothing is fetched at run time and a build needs no npm. To upgrade: change the version in
-# package.json, run `web/vendor.sh` (or `make vendor-web`), look at the pages, commit all of it.
+# package.json, run `web/vendor.sh`, look at the pages, commit all of it.
 set -euo pipefail
 cd "$(dirname "$0")"
 npm ci --no-audit --no-fund --loglevel=error
