@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Re-copies the chart library pinned in web/package.json (+ package-lock.json) into
 # web/static/vendor/, with its licences. The copies are committed and embedded in the binary,
-# so nothing is fetched at run time and a build needs no npm. To upgrade: change the version in
-# package.json, run `web/vendor.sh`, look at the pages, commit all of it.
+# so nothing is fetched at run time and a build needs no npm. To upgrade:
+#   (cd web && npm install --save-exact chart.js@<version>)   # updates package.json and the lock
+#   web/vendor.sh                                              # npm ci from the lock, then copy
+# then look at the dashboard and commit package.json, package-lock.json and static/vendor together.
 set -euo pipefail
 cd "$(dirname "$0")"
 npm ci --no-audit --no-fund --loglevel=error
