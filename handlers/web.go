@@ -132,6 +132,11 @@ func (p *WebPages) page(name string) gin.HandlerFunc {
 
 func (p *WebPages) asset(c *gin.Context) {
 	name := strings.TrimPrefix(c.Param("filepath"), "/")
+	if strings.HasSuffix(name, ".html") {
+		// The pages live at / and /admin/ only, where they get their security headers.
+		writeError(c, p.log, presencestats.Errorf(presencestats.ENOTFOUND, "no file /static/%s", name))
+		return
+	}
 	cache := "no-cache"
 	// Only a reference carrying the current content hash may be cached for good: an old ?v
 	// (a page from before a deploy) must not pin a stale file.

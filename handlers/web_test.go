@@ -144,13 +144,15 @@ func TestWebPages(t *testing.T) {
 		}
 	})
 
-	t.Run("missing asset", func(t *testing.T) {
-		res, body := get(t, srv.URL+"/static/nope.js")
-		if got, want := res.StatusCode, http.StatusNotFound; got != want {
-			t.Fatalf("status = %d, want %d", got, want)
-		}
-		if !strings.Contains(body, `"code":"not_found"`) {
-			t.Errorf("body = %s", body)
+	t.Run("missing asset, and pages only at their own URLs", func(t *testing.T) {
+		for _, path := range []string{"/static/nope.js", "/static/index.html", "/static/admin.html"} {
+			res, body := get(t, srv.URL+path)
+			if got, want := res.StatusCode, http.StatusNotFound; got != want {
+				t.Fatalf("%s: status = %d, want %d", path, got, want)
+			}
+			if !strings.Contains(body, `"code":"not_found"`) {
+				t.Errorf("%s: body = %s", path, body)
+			}
 		}
 	})
 
