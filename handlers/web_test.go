@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -141,6 +142,35 @@ func TestWebPages(t *testing.T) {
 			if got := res.Header.Get("X-Content-Type-Options"); got != "nosniff" {
 				t.Errorf("%s: X-Content-Type-Options = %q", path, got)
 			}
+		}
+	})
+
+	t.Run("gzip for clients that take it", func(t *testing.T) {
+		_, plain := get(t, srv.URL+"/static/vendor/chart.umd.min.js")
+		res, zipped := get(t, srv.URL+"/static/vendor/chart.umd.min.js", "Accept-Encoding", "gzip, deflate, br")
+		if got := res.Header.Get("Content-Encoding"); got != "gzip" {
+			t.Fatalf("Content-Encoding = %q, want gzip", got)
+		}
+		if len(zipped) >= len(plain)/2 {
+			t.Errorf("gzipped %d bytes, plain %d", len(zipped), len(plain))
+		}
+		zr, err := gzip.NewReader(strings.NewReader(zipped))
+		if err != nil {
+			t.Fatal(err)
+		}
+		unzipped, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(unzipped) != plain {
+			t.Error("the gzipped body is not the file")
+		}
+		if res.Header.Get("Vary") != "Accept-Encoding" || !strings.HasSuffix(res.Header.Get("ETag"), `-gz"`) {
+			t.Errorf("Vary %q ETag %q", res.Header.Get("Vary"), res.Header.Get("ETag"))
+		}
+		res, _ = get(t, srv.URL+"/static/vendor/chart.umd.min.js", "Accept-Encoding", "gzip;q=0, identity")
+		if got := res.Header.Get("Content-Encoding"); got != "" {
+			t.Errorf("gzip;q=0: Content-Encoding = %q", got)
 		}
 	})
 
