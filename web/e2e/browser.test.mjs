@@ -107,7 +107,7 @@ test('chat: pings at the interval the welcome frame announces', async () => {
   const welcome = received.find((f) => f.type === 'welcome');
   assert.ok(welcome, 'a welcome frame arrived');
   const every = welcome.data.heartbeat_interval_ms;
-  assert.equal(every, 2000);
+  assert.ok(every > 0 && every <= 3000, `announced heartbeat ${every} ms (PRESENCE_TTL is 6 s)`);
   await waitFor('two pings', () => sent.filter((s) => s.frame.type === 'ping').length >= 2, 3 * every);
   const pings = sent.filter((s) => s.frame.type === 'ping');
   const gap = pings[1].at - pings[0].at;
