@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -67,6 +68,7 @@ type presenceOpts struct {
 	chatRate   float64
 	hbEvents   time.Duration
 	origins    []string
+	trusted    []netip.Prefix
 }
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
@@ -113,7 +115,7 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	reg := prometheus.NewRegistry()
 	hub := handlers.NewHub(handlers.HubConfig{
 		Store: store, Recorder: rec, Auth: auth, Registry: reg, Logger: testLogger(),
-		AllowedOrigins: o.origins, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
+		AllowedOrigins: o.origins, TrustedProxies: o.trusted, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
 		StatsPushInterval: 50 * time.Millisecond, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
 		SendBuffer: o.sendBuffer, WriteWait: time.Second,
