@@ -348,6 +348,11 @@ func (h *Hub) joinLocked(c *wsConn, expired bool) (presencestats.OnlineStats, bo
 	}
 	c.inStore = true
 	if !c.recorded {
+		if ev.Type != presencestats.EventConnected {
+			// An earlier join reached Redis but its answer was lost (timeout): the session was
+			// there already. Its online delta is unknown now; 0 is recorded (see README limits).
+			ev.Type = presencestats.EventConnected
+		}
 		c.recorded = true
 		c.connectedAt = ev.TS
 		c.lastHBEvent = h.now()
