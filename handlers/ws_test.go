@@ -431,3 +431,21 @@ func TestWSHeartbeatEvents(t *testing.T) {
 		}
 	}
 }
+
+// A client that vanishes without a word (answers no ping) is closed after PRESENCE_TTL with
+// reason timeout, and the room's count drops.
+func TestWSSilentClientTimesOut(t *testing.T) {
+	s := newPresenceServer(t, presenceOpts{ttl: 600 * time.Millisecond})
+	room := uuid.New()
+	silent, _, err := websocket.DefaultDialer.Dial(wsURL(s.URL, room.String())+"?access_token="+s.token(t, uuid.New()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close() // never read: pings stay unanswered
+	watcher := dialWS(t, s, room, uuid.New())
+	watcher.waitOnline(t, push, 2)
+	watcher.waitOnline(t, 5*time.Second, 1)
+	eventually(t, push, "timeout event", func() bool {
+		return s.rec.count(presencestats.EventDisconnected, presencestats.ReasonTimeout) == 1
+	})
+}
