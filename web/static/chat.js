@@ -185,7 +185,7 @@ function setState(s, text) {
   // that follows a (re)connect replaces them.
   $('#room-view .side').classList.toggle('stale', s !== 'connected');
   if (s === 'connected' && was === 'reconnecting') addSystem('Reconnected.');
-  if (s === 'reconnecting' && was === 'connected') addSystem('Connection lost: reconnecting…');
+  if (s === 'reconnecting' && was === 'connected') addSystem(`Connection lost (${text}).`);
   if (s === 'error') showRoomBanner(text, 'error');
 }
 
