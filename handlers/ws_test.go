@@ -449,3 +449,39 @@ func TestWSSilentClientTimesOut(t *testing.T) {
 		return s.rec.count(presencestats.EventDisconnected, presencestats.ReasonTimeout) == 1
 	})
 }
+
+// Updates are coalesced per room: a burst of changes reaches a member as at most one
+// online_stats per STATS_PUSH_INTERVAL (50 ms here), and the last one has the final count.
+func TestWSStatsCoalesced(t *testing.T) {
+	s := newPresenceServer(t, presenceOpts{})
+	room := uuid.New()
+	observer := dialWS(t, s, room, uuid.New())
+	observer.waitOnline(t, push, 1)
+	start := time.Now()
+	const burst = 200
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, err := s.store.Join(context.Background(), room, uuid.New(), uuid.New(), time.Time{}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	frames := 0
+	observer.waitFrame(t, 5*time.Second, "the final count", func(f frame) bool {
+		if f.Type != handlers.TypeOnlineStats {
+			return false
+		}
+		frames++
+		return f.stats(t).OnlineCount == burst+1
+	})
+	elapsed := time.Since(start)
+	// One push per started interval, plus the leading one.
+	if most := int(elapsed/(50*time.Millisecond)) + 2; frames > most {
+		t.Errorf("%d online_stats frames for %d changes in %s, want at most %d", frames, burst, elapsed, most)
+	}
+	t.Logf("%d changes -> %d frames in %s", burst, frames, elapsed)
+}
