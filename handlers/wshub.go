@@ -439,7 +439,9 @@ func (h *Hub) onError(s *melody.Session, err error) {
 	var ne interface{ Timeout() bool }
 	switch {
 	case errors.Is(err, melody.ErrMessageBufferFull):
-		c.dropSlow()
+		// Not expected (send keeps a slot free), and melody may report it from inside a write
+		// made under c.sendMu: drop the client from another goroutine.
+		go c.dropSlow()
 	case errors.As(err, &ne) && ne.Timeout():
 		c.stateMu.Lock()
 		if c.reason == "" {
