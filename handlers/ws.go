@@ -151,7 +151,7 @@ func (h *Hub) onMessage(s *melody.Session, msg []byte) {
 	}
 	switch f.Type {
 	case TypePing:
-		c.send(pongFrame)
+		c.send([]byte(pongFrame))
 	case TypeMessage:
 		h.chat(c, f.Text)
 	default:

@@ -97,7 +97,7 @@ func mustFrame(typ string, data any) []byte {
 	return b
 }
 
-var pongFrame = []byte(`{"type":"pong"}`)
+const pongFrame = `{"type":"pong"}`
 
 func errorFrame(code, msg string) []byte {
 	return mustFrame(TypeError, ErrorFrameData{Code: code, Message: msg})
