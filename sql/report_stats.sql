@@ -1,22 +1,14 @@
 -- Per room and bucket, every bucket of the range (quiet ones included), ordered by room then bucket.
--- Reads only the continuous aggregates of one granularity ({{room_agg}}, {{user_agg}}, replaced by
--- storage/reports.go), their real-time part included.
+-- Reads only the continuous aggregates of one granularity ({{room_agg}}, {{room_users_agg}},
+-- replaced by storage/reports.go), their real-time part included.
 --   $1 rooms uuid[]   $2 first bucket start   $3 range end (exclusive)   $4 bucket width interval
 --   $5 zone text      $6 now (a bucket in progress ends at now)
--- online_start is the room's online count at $2: the online_end of its latest row before the range,
--- one index lookup per room. storage/reports.go carries the count forward from bucket to bucket
--- and finishes peak and average (see migrations/00004_report_aggregates/template.sql):
+-- The online count at the start of the range comes from report_online_start.sql; storage/reports.go
+-- carries it forward from bucket to bucket and finishes peak and average
+-- (see migrations/zoned/00004_report_aggregates.sql):
 --   moment_part = net_delta * epoch(bucket end) - delta_moment, so integral = N0 * L + moment_part.
-WITH rooms AS (
-    SELECT r.room_id, coalesce(prev.online_end, 0) AS online_start
-    FROM (SELECT DISTINCT unnest($1::uuid[]) AS room_id) AS r
-    LEFT JOIN LATERAL (
-        SELECT p.online_end
-        FROM {{room_agg}} AS p
-        WHERE p.room_id = r.room_id AND p.bucket < $2::timestamptz
-        ORDER BY p.bucket DESC
-        LIMIT 1
-    ) AS prev ON true
+WITH rooms AS MATERIALIZED (
+    SELECT DISTINCT unnest($1::uuid[]) AS room_id
 ), buckets AS (
     SELECT b AS bucket
     FROM generate_series($2::timestamptz, $3::timestamptz, $4::interval, $5::text) AS b
@@ -27,14 +19,12 @@ WITH rooms AS (
     FROM {{room_agg}} AS a
     WHERE a.room_id = ANY ($1::uuid[]) AND a.bucket >= $2::timestamptz AND a.bucket < $3::timestamptz
 ), users AS (
-    SELECT u.room_id, u.bucket, count(*) AS unique_users
-    FROM {{user_agg}} AS u
+    SELECT u.room_id, u.bucket, u.unique_users
+    FROM {{room_users_agg}} AS u
     WHERE u.room_id = ANY ($1::uuid[]) AND u.bucket >= $2::timestamptz AND u.bucket < $3::timestamptz
-    GROUP BY u.room_id, u.bucket
 )
 SELECT r.room_id,
        b.bucket,
-       r.online_start,
        a.peak_in,
        a.online_end,
        (a.net_delta * extract(epoch FROM least(date_add(b.bucket, $4::interval, $5::text), $6::timestamptz))

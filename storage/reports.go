@@ -29,9 +29,11 @@ type Reports struct {
 	// Now is the clock: a bucket in progress is averaged over [start, Now()). Tests replace it.
 	Now func() time.Time
 
-	stats      map[presencestats.Granularity]string
-	totalUsers map[presencestats.Granularity]string
-	rooms      string
+	stats       map[presencestats.Granularity]string
+	totalUsers  map[presencestats.Granularity]string
+	allUsers    map[presencestats.Granularity]string
+	onlineStart string
+	rooms       string
 }
 
 // aggregateLevel names the continuous aggregates of each granularity (migration 4).
@@ -59,18 +61,22 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		loc = time.UTC
 	}
 	r := &Reports{
-		pool:       pool,
-		loc:        loc,
-		Now:        time.Now,
-		stats:      map[presencestats.Granularity]string{},
-		totalUsers: map[presencestats.Granularity]string{},
-		rooms:      reportQuery("report_rooms.sql"),
+		pool:        pool,
+		loc:         loc,
+		Now:         time.Now,
+		stats:       map[presencestats.Granularity]string{},
+		totalUsers:  map[presencestats.Granularity]string{},
+		allUsers:    map[presencestats.Granularity]string{},
+		onlineStart: reportQuery("report_online_start.sql"),
+		rooms:       reportQuery("report_rooms.sql"),
 	}
-	stats, users := reportQuery("report_stats.sql"), reportQuery("report_total_users.sql")
+	stats, users, all := reportQuery("report_stats.sql"), reportQuery("report_total_users.sql"), reportQuery("report_all_users.sql")
 	for g, level := range aggregateLevel {
-		rep := strings.NewReplacer("{{room_agg}}", "presence_room_"+level, "{{user_agg}}", "presence_user_"+level)
+		rep := strings.NewReplacer("{{room_agg}}", "presence_room_"+level, "{{user_agg}}", "presence_user_"+level,
+			"{{room_users_agg}}", "presence_room_users_"+level, "{{all_users_agg}}", "presence_all_users_"+level)
 		r.stats[g] = rep.Replace(stats)
 		r.totalUsers[g] = rep.Replace(users)
+		r.allUsers[g] = rep.Replace(all)
 	}
 	return r
 }
@@ -173,7 +179,12 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 	g := q.Granularity
 	first := g.Truncate(q.Start, r.loc)
 	now := r.Now()
-	rows, err := r.pool.Query(ctx, r.stats[g], uuidArray(rooms), first, q.End, bucketWidth[g], r.loc.String(), now)
+	ids := uuidArray(rooms)
+	onlineStart, err := r.onlineAt(ctx, ids, g, first)
+	if err != nil {
+		return err
+	}
+	rows, err := r.pool.Query(ctx, r.stats[g], ids, first, q.End, bucketWidth[g], r.loc.String(), now)
 	if err != nil {
 		return pgError(err, "query report stats")
 	}
@@ -183,7 +194,6 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 		online    int64 // the room's count at the current bucket's start, carried forward
 		started   bool
 		bucket    time.Time
-		onlineIn  int64
 		peakIn    *int64
 		onlineEnd *int64
 		moment    *float64
@@ -191,12 +201,12 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 	)
 	for rows.Next() {
 		var rid uuid.UUID
-		if err := rows.Scan(&rid, &bucket, &onlineIn, &peakIn, &onlineEnd, &moment,
+		if err := rows.Scan(&rid, &bucket, &peakIn, &onlineEnd, &moment,
 			&s.TotalConnections, &s.sessionsEnded, &s.sessionSecondsSum, &s.UniqueUsers); err != nil {
 			return pgError(err, "read report stats")
 		}
 		if !started || rid != room {
-			room, online, started = rid, onlineIn, true
+			room, online, started = rid, onlineStart[rid], true
 		}
 		bucket = bucket.In(r.loc)
 		end := g.Next(bucket)
@@ -232,6 +242,41 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 	return nil
 }
 
+// onlineAt returns each room's online count at s, the start of a bucket of g, when it is not 0
+// (report_online_start.sql: the past tiled from fine to coarse levels, each tile bounded).
+func (r *Reports) onlineAt(ctx context.Context, ids []pgtype.UUID, g presencestats.Granularity, s time.Time) (map[uuid.UUID]int64, error) {
+	day, month, year := presencestats.Day.Truncate(s, r.loc), presencestats.Month.Truncate(s, r.loc), presencestats.Year.Truncate(s, r.loc)
+	hourLo, hourHi, dayLo, dayHi, monthLo, monthHi := day, s, month, day, year, month
+	switch g {
+	case presencestats.Day, presencestats.Week:
+		hourLo, hourHi, dayHi = s, s, s
+	case presencestats.Month:
+		hourLo, hourHi, dayLo, dayHi, monthHi = s, s, s, s, s
+	case presencestats.Year:
+		hourLo, hourHi, dayLo, dayHi, monthLo, monthHi = s, s, s, s, s, s
+	}
+	rows, err := r.pool.Query(ctx, r.onlineStart, ids, hourLo, hourHi, dayLo, dayHi, monthLo, monthHi, year)
+	if err != nil {
+		return nil, pgError(err, "query report online counts")
+	}
+	defer rows.Close()
+	out := map[uuid.UUID]int64{}
+	for rows.Next() {
+		var id uuid.UUID
+		var n *int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, pgError(err, "read report online counts")
+		}
+		if n != nil {
+			out[id] = *n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, pgError(err, "read report online counts")
+	}
+	return out, nil
+}
+
 // Totals returns the selected rooms together, one row per bucket of q in order, as TotalsRow
 // documents: peaks and averages summed over rooms, unique users counted once across rooms,
 // session duration weighted by the sessions that ended in each room.
@@ -240,6 +285,7 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 	if err := r.validate(q); err != nil {
 		return nil, err
 	}
+	everyRoom := len(q.RoomIDs) == 0
 	rooms, err := r.roomsOf(ctx, q)
 	if err != nil {
 		return nil, err
@@ -280,7 +326,13 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 			totals[i].AvgSessionDuration = sessions[i].secs / float64(sessions[i].ended)
 		}
 	}
-	rows, err := r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(rooms), first, q.End)
+	// Every room: the counts kept by the all-users aggregate; a selection: count its user rows.
+	var rows pgx.Rows
+	if everyRoom {
+		rows, err = r.pool.Query(ctx, r.allUsers[q.Granularity], first, q.End)
+	} else {
+		rows, err = r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(rooms), first, q.End)
+	}
 	if err != nil {
 		return nil, pgError(err, "query report unique users")
 	}

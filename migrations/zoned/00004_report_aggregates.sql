@@ -1,6 +1,6 @@
 -- +goose NO TRANSACTION
 -- Continuous aggregates behind the reports, buckets in REPORT_TIMEZONE. This is a template:
--- migrations/00004_report_aggregates.go replaces {{timezone}} with the zone (validated, quoted as a
+-- migrations/zoned.go replaces {{timezone}} with the zone (validated, quoted as a
 -- literal) and hands goose the result as 00004_report_aggregates.sql. NO TRANSACTION: TimescaleDB
 -- refuses continuous-aggregate DDL inside a transaction block; goose runs each statement alone.
 --
