@@ -49,8 +49,9 @@ func newAdminEnv(t *testing.T, pool *pgxpool.Pool, src handlers.ReportSource, ma
 		Auth: auth, Logger: log, Reports: src, Audit: storage.NewAudit(pool),
 		Location: time.UTC, MaxPoints: maxPoints,
 	})
+	rooms := handlers.NewWebAPI(src, log, admin.Guard(handlers.ActionRoomsList)...)
 	router := handlers.NewRouter(handlers.RouterConfig{
-		Logger: log, Registry: prometheus.NewRegistry(), Features: []handlers.Feature{admin},
+		Logger: log, Registry: prometheus.NewRegistry(), Features: []handlers.Feature{admin, rooms},
 	})
 	srv := httptest.NewServer(router)
 	t.Cleanup(srv.Close)
@@ -453,5 +454,32 @@ func TestAdminAuditList(t *testing.T) {
 	}
 	if res, _ := e.get("/admin/api/audit", ""); res.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("no token reading the audit: %d, want 401", res.StatusCode)
+	}
+}
+
+// The dashboard's room list goes through Admin.Guard: admins only, audited before the handler
+// runs, the row completed with the status sent.
+func TestAdminGuardRoomsList(t *testing.T) {
+	pool := storagetest.NewDatabase(t) // its own instance: it makes the audit table unwritable
+	e := newAdminEnv(t, pool, nil, 0)
+	if res, body := e.get("/admin/api/rooms", e.adminTok); res.StatusCode != http.StatusOK || !strings.Contains(string(body), `"rooms"`) {
+		t.Fatalf("admin: %d %s", res.StatusCode, body)
+	}
+	if res, _ := e.get("/admin/api/rooms", e.userTok); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("regular user: %d, want 403", res.StatusCode)
+	}
+	if res, _ := e.get("/admin/api/rooms", ""); res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no token: %d, want 401", res.StatusCode)
+	}
+	a := auditRows(t, pool, e.adminID)
+	if len(a) != 1 || a[0].Action != handlers.ActionRoomsList || a[0].Status != http.StatusOK || a[0].DurationMS <= 0 {
+		t.Fatalf("admin audit rows = %+v", a)
+	}
+	if u := auditRows(t, pool, e.userID); len(u) != 1 || u[0].Status != http.StatusForbidden {
+		t.Fatalf("user audit rows = %+v", u)
+	}
+	unwritableAudit(t, pool)
+	if res, body := e.get("/admin/api/rooms", e.adminTok); res.StatusCode != http.StatusServiceUnavailable || strings.Contains(string(body), `"rooms"`) {
+		t.Fatalf("audit unwritable: %d %s, want 503 without rooms", res.StatusCode, body)
 	}
 }
