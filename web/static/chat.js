@@ -225,7 +225,9 @@ function onFrame(frame) {
       $('#online-count').textContent = d.online_count;
       $('#online-sub').textContent = d.online_count === 1 ? 'user' : 'users';
       $('#session-count').textContent = d.session_count;
-      $('#stats-time').textContent = d.timestamp ? `as of ${new Date(d.timestamp).toLocaleTimeString()}` : '';
+      const asOf = d.timestamp ? `as of ${new Date(d.timestamp).toLocaleTimeString()}` : '';
+      // degraded: the server cannot reach Redis and sends the last counts it knew.
+      $('#stats-time').textContent = d.degraded ? `last known ${asOf} (server degraded)` : asOf;
       break;
     }
     case 'message':
