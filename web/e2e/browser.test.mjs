@@ -243,6 +243,19 @@ test('dashboard: signs in, draws charts with data, live count, downloads CSV and
   assert.ok(errors.every((e) => /status of 400/.test(e)), errors.join('\n'));
   errors.length = 0;
 
+  // What the dashboard did is in the audit trail, downloads included, under the dev admin's id,
+  // with the browser's user agent: the page goes through the same audited endpoints as any client.
+  const adminId = await page.evaluate(() => JSON.parse(atob(sessionStorage.getItem('presence.admin.token').split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub);
+  const auditor = await (await fetch(`${svc.url}/dev/token`, { method: 'POST', body: JSON.stringify({ name: 'auditor', role: 'admin' }) })).json();
+  const audit = await (await fetch(`${svc.url}/admin/api/audit?limit=1000`, { headers: { Authorization: `Bearer ${auditor.token}` } })).json();
+  const mine = audit.entries.filter((e) => e.admin_id === adminId);
+  for (const [action, status] of [['rooms_list', 200], ['stats_report', 200], ['stats_report', 400], ['stats_report_csv', 200], ['stats_report_xlsx', 200]]) {
+    const row = mine.find((e) => e.action === action && e.status === status);
+    assert.ok(row, `an audit row ${action} ${status}`);
+    assert.match(row.user_agent, /Chrome/);
+  }
+  assert.ok(mine.some((e) => e.action === 'stats_report_csv' && JSON.stringify(e.parameters).includes(room)), 'the CSV row names the room');
+
   // A phone.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.selectOption('#preset', '24h');
