@@ -22,7 +22,7 @@ const devTokenTTL = 12 * time.Hour
 // devUserNamespace derives a development user id from a display name (UUIDv5), so the same name
 // in two tabs is one user with two sessions: the chat page then shows users and tabs apart.
 // Anyone can claim any name: this exists only with DEV_MODE=1.
-var devUserNamespace = uuid.MustParse("6f1c1f0e-5b8a-4a53-9d51-0c2a4f7e2d11")
+const devUserNamespace = "6f1c1f0e-5b8a-4a53-9d51-0c2a4f7e2d11"
 
 type devTokenRequest struct {
 	Name string `json:"name"`
@@ -66,7 +66,7 @@ func (p *WebPages) devToken(c *gin.Context) {
 	}
 	user := uuid.New()
 	if req.Name != "" {
-		user = uuid.NewSHA1(devUserNamespace, []byte(strings.ToLower(req.Name)))
+		user = uuid.NewSHA1(uuid.MustParse(devUserNamespace), []byte(strings.ToLower(req.Name)))
 	}
 	tok, err := p.auth.Mint(user, req.Role, devTokenTTL)
 	if err != nil {

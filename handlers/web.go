@@ -44,10 +44,26 @@ type WebPagesConfig struct {
 	DevMode bool            // DEV_MODE=1: POST /dev/token exists
 }
 
-// assetRef matches the references of the HTML pages to their own assets, which get a
-// ?v=<content hash> so that a browser may keep them for a year and still never mixes an old
-// script with a new page.
-var assetRef = regexp.MustCompile(`(?:src|href)="/static/([^"?#]+)"`)
+// webType returns the content type of one of our files by its extension.
+func webType(ext string) (string, bool) {
+	switch ext {
+	case ".html":
+		return "text/html; charset=utf-8", true
+	case ".css":
+		return "text/css; charset=utf-8", true
+	case ".js", ".mjs":
+		return "text/javascript; charset=utf-8", true
+	case ".svg":
+		return "image/svg+xml", true
+	case ".png":
+		return "image/png", true
+	case ".json":
+		return "application/json", true
+	case ".md", "": // the licence files, VERSIONS
+		return "text/plain; charset=utf-8", true
+	}
+	return "", false
+}
 
 // NewWebPages reads every file once (they are small and embedded) and hashes it.
 func NewWebPages(cfg WebPagesConfig) (*WebPages, error) {
@@ -60,15 +76,13 @@ func NewWebPages(cfg WebPagesConfig) (*WebPages, error) {
 		if err != nil {
 			return err
 		}
-		ctype := mime.TypeByExtension(path.Ext(name))
-		switch path.Ext(name) {
-		case ".md", "":
-			ctype = "text/plain; charset=utf-8" // the licence files and VERSIONS
-		case ".js", ".mjs":
-			ctype = "text/javascript; charset=utf-8"
-		}
-		if ctype == "" {
-			ctype = "application/octet-stream"
+		// The types of our own files are fixed here rather than taken from the machine's
+		// mime.types, which may differ between a laptop and a server.
+		ctype, ok := webType(path.Ext(name))
+		if !ok {
+			if ctype = mime.TypeByExtension(path.Ext(name)); ctype == "" {
+				ctype = "application/octet-stream"
+			}
 		}
 		p.files[name] = webFile{body: body, ctype: ctype}
 		return nil
@@ -76,6 +90,9 @@ func NewWebPages(cfg WebPagesConfig) (*WebPages, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read web files: %w", err)
 	}
+	// The pages' references to their own assets get a ?v=<content hash>, so that a browser may
+	// keep an asset for a year and still never mixes an old script with a new page.
+	assetRef := regexp.MustCompile(`(?:src|href)="/static/([^"?#]+)"`)
 	for name, f := range p.files {
 		if strings.HasSuffix(name, ".html") {
 			f.body = assetRef.ReplaceAllFunc(f.body, func(m []byte) []byte {
