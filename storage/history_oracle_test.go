@@ -337,6 +337,20 @@ func TestHistoryOracle(t *testing.T) {
 					q := presencestats.ReportQuery{RoomIDs: sc.rooms, Start: rng.start, End: rng.end, Granularity: g}
 					checkStats(ctx, t, reports, o, q)
 					checkTotals(ctx, t, reports, o, q)
+					// No rooms means every room: the same totals, unique users from the all-users aggregate.
+					all := q
+					all.RoomIDs = nil
+					got, err := reports.Totals(ctx, all)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, err := reports.Totals(ctx, q)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !slices.Equal(got, want) {
+						t.Fatalf("totals of every room differ from totals of the rooms listed:\n got  %+v\n want %+v", got, want)
+					}
 				})
 			}
 		}

@@ -167,6 +167,12 @@ func TestHistoryPolicies(t *testing.T) {
 			want["policy_refresh_continuous_aggregate/presence_"+kind+"_"+level] = true
 		}
 		want["policy_retention/presence_"+kind+"_hourly"] = true
+		if kind == "room" {
+			for _, level := range []string{"hourly", "daily", "weekly", "monthly", "yearly"} {
+				want["policy_refresh_continuous_aggregate/presence_room_users_"+level] = true
+				want["policy_refresh_continuous_aggregate/presence_all_users_"+level] = true
+			}
+		}
 		want["policy_retention/presence_"+kind+"_daily"] = true
 		want["policy_compression/presence_"+kind+"_hourly"] = true
 	}

@@ -33,6 +33,7 @@ type Reports struct {
 	totalUsers  map[presencestats.Granularity]string
 	allUsers    map[presencestats.Granularity]string
 	onlineStart string
+	peakHours   string
 	rooms       string
 }
 
@@ -68,6 +69,7 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		totalUsers:  map[presencestats.Granularity]string{},
 		allUsers:    map[presencestats.Granularity]string{},
 		onlineStart: reportQuery("report_online_start.sql"),
+		peakHours:   reportQuery("report_peak_hours.sql"),
 		rooms:       reportQuery("report_rooms.sql"),
 	}
 	stats, users, all := reportQuery("report_stats.sql"), reportQuery("report_total_users.sql"), reportQuery("report_all_users.sql")
@@ -355,42 +357,65 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 
 // PeakHours returns presence by hour of day (0-23 in the report zone) over q's range for the
 // selected rooms together, as PeakHour documents, from the hourly aggregates whatever
-// q.Granularity is. Hours of day that the range does not cover are left out.
+// q.Granularity is (so at most the last 6 months of a range have data). Hours of day that the
+// range does not cover are left out. The database returns only the hours with aggregate rows,
+// summed over rooms (report_peak_hours.sql); the quiet hours between them are filled here.
 // Errors: EINVALID for End not after Start, otherwise as Stats.
 func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.PeakHour, error) {
 	q.Granularity = presencestats.Hour
 	if err := r.validate(q); err != nil {
 		return nil, err
 	}
-	type hourSum struct {
-		avg  float64
-		peak int64
-	}
-	// Sum over rooms per hour bucket; rows arrive room by room, so keep every bucket's sums.
-	perBucket := map[int64]*hourSum{}
-	err := r.scan(ctx, q, func(s statRow) error {
-		h := perBucket[s.Bucket.Unix()]
-		if h == nil {
-			h = &hourSum{}
-			perBucket[s.Bucket.Unix()] = h
-		}
-		h.avg += s.AvgOnline
-		h.peak += s.PeakOnline
-		return nil
-	})
+	rooms, err := r.roomsOf(ctx, q)
 	if err != nil {
 		return nil, err
+	}
+	ids := uuidArray(rooms)
+	first := presencestats.Hour.Truncate(q.Start, r.loc)
+	starts, err := r.onlineAt(ctx, ids, presencestats.Hour, first)
+	if err != nil {
+		return nil, err
+	}
+	online := make([]int64, len(rooms)) // parallel to rooms
+	var total int64                     // the rooms' summed count at the current hour's start
+	for i, id := range rooms {
+		online[i] = starts[id]
+		total += starts[id]
+	}
+	now := r.Now()
+	rows, err := r.pool.Query(ctx, r.peakHours, ids, first, online, q.End, now)
+	if err != nil {
+		return nil, pgError(err, "query report peak hours")
+	}
+	defer rows.Close()
+	type change struct {
+		d, p int64
+		a    float64
+	}
+	changes := map[int64]change{}
+	for rows.Next() {
+		var b time.Time
+		var c change
+		if err := rows.Scan(&b, &c.d, &c.p, &c.a); err != nil {
+			return nil, pgError(err, "read report peak hours")
+		}
+		changes[b.Unix()] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, pgError(err, "read report peak hours")
 	}
 	var avg [24]float64
 	var peak [24]int64
 	var count [24]int
-	for unix, h := range perBucket {
-		hour := time.Unix(unix, 0).In(r.loc).Hour()
-		avg[hour] += h.avg
+	for b := first; b.Before(q.End); b = b.Add(time.Hour) {
+		c := changes[b.Unix()]
+		hour := b.In(r.loc).Hour()
 		count[hour]++
-		if h.peak > peak[hour] {
-			peak[hour] = h.peak
+		if b.Before(now) { // an hour not begun yet counts as zero, as in Stats
+			avg[hour] += float64(total) + c.a
+			peak[hour] = max(peak[hour], total+c.p)
 		}
+		total += c.d
 	}
 	out := make([]presencestats.PeakHour, 0, 24)
 	for hour := range 24 {
