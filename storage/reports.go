@@ -1,9 +1,11 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -178,6 +180,10 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 	if err != nil {
 		return err
 	}
+	// Rooms in the database's uuid order (bytewise), each once: the rows arrive in that order.
+	rooms = slices.Clone(rooms)
+	slices.SortFunc(rooms, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	rooms = slices.Compact(rooms)
 	g := q.Granularity
 	first := g.Truncate(q.Start, r.loc)
 	now := r.Now()
@@ -191,55 +197,76 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 		return pgError(err, "query report stats")
 	}
 	defer rows.Close()
-	var (
-		room      uuid.UUID
-		online    int64 // the room's count at the current bucket's start, carried forward
-		started   bool
-		bucket    time.Time
-		peakIn    *int64
-		onlineEnd *int64
-		moment    *float64
-		s         statRow
-	)
-	for rows.Next() {
-		var rid uuid.UUID
-		if err := rows.Scan(&rid, &bucket, &peakIn, &onlineEnd, &moment,
-			&s.TotalConnections, &s.sessionsEnded, &s.sessionSecondsSum, &s.UniqueUsers); err != nil {
+	// The rows are sparse (buckets with events); walk every bucket of every room, merging them in.
+	type aggRow struct {
+		room               uuid.UUID
+		bucket             time.Time
+		peakIn, onlineEnd  int64
+		moment             float64
+		connections, ended int64
+		seconds            float64
+		uniqueUsers        int64
+	}
+	var next aggRow
+	have := false
+	advance := func() error {
+		have = rows.Next()
+		if !have {
+			if err := rows.Err(); err != nil {
+				return pgError(err, "read report stats")
+			}
+			return nil
+		}
+		if err := rows.Scan(&next.room, &next.bucket, &next.peakIn, &next.onlineEnd, &next.moment,
+			&next.connections, &next.ended, &next.seconds, &next.uniqueUsers); err != nil {
 			return pgError(err, "read report stats")
 		}
-		if !started || rid != room {
-			room, online, started = rid, onlineStart[rid], true
-		}
-		bucket = bucket.In(r.loc)
-		end := g.Next(bucket)
-		if end.After(now) {
-			end = now
-		}
-		s.RoomID, s.Bucket, s.Granularity = rid, bucket, g
-		s.PeakOnline, s.AvgOnline, s.AvgSessionDuration = 0, 0, 0
-		if length := end.Sub(bucket).Seconds(); length > 0 { // a bucket not begun yet stays at zero
-			integral := float64(online) * length
-			s.PeakOnline = online
-			if peakIn != nil && *peakIn > s.PeakOnline {
-				s.PeakOnline = *peakIn
-			}
-			if moment != nil {
-				integral += *moment
-			}
-			s.AvgOnline = math.Max(integral/length, 0)
-		}
-		if s.sessionsEnded > 0 {
-			s.AvgSessionDuration = s.sessionSecondsSum / float64(s.sessionsEnded)
-		}
-		if onlineEnd != nil {
-			online = *onlineEnd
-		}
-		if err := fn(s); err != nil {
-			return err
-		}
+		return nil
 	}
-	if err := rows.Err(); err != nil {
-		return pgError(err, "read report stats")
+	if err := advance(); err != nil {
+		return err
+	}
+	for _, room := range rooms {
+		online := onlineStart[room] // the room's count at the current bucket's start, carried forward
+		for bucket := first; bucket.Before(q.End); bucket = g.Next(bucket) {
+			// Skip rows that cannot match (another room, or a bucket not on this walk).
+			for have && (bytes.Compare(next.room[:], room[:]) < 0 || (next.room == room && next.bucket.Before(bucket))) {
+				if err := advance(); err != nil {
+					return err
+				}
+			}
+			s := statRow{ReportRow: presencestats.ReportRow{RoomID: room, Bucket: bucket, Granularity: g}}
+			matched := have && next.room == room && next.bucket.Equal(bucket)
+			if matched {
+				s.TotalConnections, s.UniqueUsers = next.connections, next.uniqueUsers
+				s.sessionsEnded, s.sessionSecondsSum = next.ended, next.seconds
+			}
+			end := g.Next(bucket)
+			if end.After(now) {
+				end = now
+			}
+			if length := end.Sub(bucket).Seconds(); length > 0 { // a bucket not begun yet stays at zero
+				integral := float64(online) * length
+				s.PeakOnline = online
+				if matched {
+					s.PeakOnline = max(s.PeakOnline, next.peakIn)
+					integral += next.moment
+				}
+				s.AvgOnline = math.Max(integral/length, 0)
+			}
+			if s.sessionsEnded > 0 {
+				s.AvgSessionDuration = s.sessionSecondsSum / float64(s.sessionsEnded)
+			}
+			if matched {
+				online = next.onlineEnd
+				if err := advance(); err != nil {
+					return err
+				}
+			}
+			if err := fn(s); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
