@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -299,5 +301,66 @@ func TestCollectorDropsOldestWithoutSpool(t *testing.T) {
 	// The writer holds one batch while it retries; memory keeps Buffer; the rest is dropped.
 	if got := c.Counts().Dropped; got < 1000 || got > 2000 {
 		t.Fatalf("dropped: got %d, want between 1000 and 2000", got)
+	}
+}
+
+// TestCollectorSpoolTornTail: a spool whose last frame was cut by a crash is replayed up to the
+// damage; the damaged tail, never acknowledged, is dropped.
+func TestCollectorSpoolTornTail(t *testing.T) {
+	ctx := context.Background()
+	ts := storagetest.StartTimescale(t, 0)
+	pool := storagetest.Connect(t, ts.DSN(), true)
+	spoolDir := t.TempDir()
+	down := storagetest.Connect(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&pool_max_conns=1&connect_timeout=1", storagetest.FreePort(t)), false)
+	c, err := storage.NewCollector(down, storage.CollectorConfig{BatchSize: 100, SpoolDir: spoolDir, MinBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Run(ctx) }()
+	room := uuid.New()
+	for _, ev := range outageEvents(room, 250) {
+		if err := c.Record(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Close(cctx); err != nil { // the database is unreachable: everything is spooled
+		t.Fatal(err)
+	}
+	if got := c.Counts().Spooled; got != 250 {
+		t.Fatalf("spooled: got %d, want 250", got)
+	}
+	// A crash in the middle of appending one more frame.
+	f, err := os.OpenFile(filepath.Join(spoolDir, "presence-events.spool"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{0, 0, 1, 0, 0xde, 0xad, '[', '{'}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	c2 := startCollector(t, pool, func(cfg *storage.CollectorConfig) { cfg.SpoolDir = spoolDir })
+	waitRoomEvents(t, pool, room, 250, 30*time.Second)
+	waitFor(t, 10*time.Second, "spool replayed", func() (bool, error) { return c2.Counts().Replayed == 250, nil })
+}
+
+// TestCollectorSpoolFull: past SPOOL_MAX_BYTES the oldest events are dropped and counted.
+func TestCollectorSpoolFull(t *testing.T) {
+	down := storagetest.Connect(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&pool_max_conns=1&connect_timeout=1", storagetest.FreePort(t)), false)
+	c := startCollector(t, down, func(cfg *storage.CollectorConfig) {
+		cfg.Buffer, cfg.BatchSize, cfg.SpoolDir, cfg.SpoolMaxBytes = 100, 100, t.TempDir(), 64<<10
+	})
+	for _, ev := range outageEvents(uuid.New(), 2000) {
+		if err := c.Record(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "overflow spooled or dropped", func() (bool, error) {
+		n := c.Counts()
+		return n.Spooled+n.Dropped >= 2000-200, nil
+	})
+	if n := c.Counts(); n.Spooled == 0 || n.Dropped == 0 {
+		t.Fatalf("spool of 64 KiB: spooled %d, dropped %d; want some of each", n.Spooled, n.Dropped)
 	}
 }
