@@ -228,7 +228,22 @@ func (c *Collector) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.spiller() }()
 	}
-	c.writer(context.WithoutCancel(ctx))
+	// Writes are cancelled when Close's deadline passes, so that a hung database cannot keep
+	// the buffered events from being spooled.
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		<-c.closeCh
+		c.mu.Lock()
+		deadline := c.drainTo
+		c.mu.Unlock()
+		select {
+		case <-deadline.Done():
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	c.writer(wctx)
 	wg.Wait()
 	c.drain()
 	return nil
@@ -255,7 +270,13 @@ func (c *Collector) Close(ctx context.Context) error {
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		return fmt.Errorf("close event collector: %w", ctx.Err())
+		// The in-flight write is being cancelled; spooling what is left is local disk work: give
+		// it a short grace rather than lose the events.
+		select {
+		case <-c.done:
+		case <-time.After(2 * time.Second):
+			return fmt.Errorf("close event collector: %w", ctx.Err())
+		}
 	}
 	if c.spool != nil {
 		if err := c.spool.close(); err != nil {

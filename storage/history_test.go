@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -362,5 +363,45 @@ func TestCollectorSpoolFull(t *testing.T) {
 	})
 	if n := c.Counts(); n.Spooled == 0 || n.Dropped == 0 {
 		t.Fatalf("spool of 64 KiB: spooled %d, dropped %d; want some of each", n.Spooled, n.Dropped)
+	}
+}
+
+// TestCollectorCloseWithHungDatabase: a database that accepts connections and never answers
+// cannot keep the buffered events from being spooled at shutdown.
+func TestCollectorCloseWithHungDatabase(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close() // hold it open, say nothing
+		}
+	}()
+	hung := storagetest.Connect(t, fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable&pool_max_conns=1", l.Addr()), false)
+	c, err := storage.NewCollector(hung, storage.CollectorConfig{BatchSize: 10, SpoolDir: t.TempDir(), WriteTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Run(context.Background()) }()
+	for _, ev := range outageEvents(uuid.New(), 50) {
+		if err := c.Record(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_ = c.Close(ctx) // may report the missed deadline; what matters is that nothing is lost
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	if n := c.Counts(); n.Spooled != 50 || n.Dropped != 0 {
+		t.Fatalf("after Close: spooled %d, dropped %d; want 50, 0", n.Spooled, n.Dropped)
 	}
 }
