@@ -34,8 +34,8 @@ type Reports struct {
 	stats       map[presencestats.Granularity]string
 	totalUsers  map[presencestats.Granularity]string
 	allUsers    map[presencestats.Granularity]string
+	bucketSums  map[presencestats.Granularity]string
 	onlineStart string
-	peakHours   string
 	rooms       string
 }
 
@@ -71,16 +71,18 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		totalUsers:  map[presencestats.Granularity]string{},
 		allUsers:    map[presencestats.Granularity]string{},
 		onlineStart: reportQuery("report_online_start.sql"),
-		peakHours:   reportQuery("report_peak_hours.sql"),
+		bucketSums:  map[presencestats.Granularity]string{},
 		rooms:       reportQuery("report_rooms.sql"),
 	}
 	stats, users, all := reportQuery("report_stats.sql"), reportQuery("report_total_users.sql"), reportQuery("report_all_users.sql")
+	sums := reportQuery("report_bucket_sums.sql")
 	for g, level := range aggregateLevel {
 		rep := strings.NewReplacer("{{room_agg}}", "presence_room_"+level, "{{user_agg}}", "presence_user_"+level,
 			"{{room_users_agg}}", "presence_room_users_"+level, "{{all_users_agg}}", "presence_all_users_"+level)
 		r.stats[g] = rep.Replace(stats)
 		r.totalUsers[g] = rep.Replace(users)
 		r.allUsers[g] = rep.Replace(all)
+		r.bucketSums[g] = rep.Replace(sums)
 	}
 	return r
 }
@@ -138,7 +140,7 @@ func uuidArray(ids []uuid.UUID) []pgtype.UUID {
 	return out
 }
 
-// statRow is a ReportRow with the sums Totals needs.
+// statRow is a ReportRow with the session sums behind its average.
 type statRow struct {
 	presencestats.ReportRow
 	sessionsEnded     int64
@@ -306,6 +308,69 @@ func (r *Reports) onlineAt(ctx context.Context, ids []pgtype.UUID, g presencesta
 	return out, nil
 }
 
+// bucketTotal is the selected rooms together in one bucket.
+type bucketTotal struct {
+	bucket            time.Time
+	peak              int64
+	avg               float64
+	connections       int64
+	sessionsEnded     int64
+	sessionSecondsSum float64
+}
+
+// sums calls fn for every bucket of g in [Truncate(start), end), in order, with the rooms'
+// totals: report_bucket_sums.sql returns the buckets with aggregate rows as changes against the
+// carried total; the quiet buckets in between keep it.
+func (r *Reports) sums(ctx context.Context, rooms []uuid.UUID, g presencestats.Granularity, start, end time.Time, fn func(bucketTotal)) error {
+	ids := uuidArray(rooms)
+	first := g.Truncate(start, r.loc)
+	starts, err := r.onlineAt(ctx, ids, g, first)
+	if err != nil {
+		return err
+	}
+	online := make([]int64, len(rooms)) // parallel to rooms
+	var total int64                     // the rooms' summed count at the current bucket's start
+	for i, id := range rooms {
+		online[i] = starts[id]
+		total += starts[id]
+	}
+	now := r.Now()
+	rows, err := r.pool.Query(ctx, r.bucketSums[g], ids, first, online, end, now, bucketWidth[g], r.loc.String())
+	if err != nil {
+		return pgError(err, "query report totals")
+	}
+	defer rows.Close()
+	type change struct {
+		d, p         int64
+		a            float64
+		conns, ended int64
+		seconds      float64
+	}
+	changes := map[int64]change{}
+	for rows.Next() {
+		var b time.Time
+		var c change
+		if err := rows.Scan(&b, &c.d, &c.p, &c.a, &c.conns, &c.ended, &c.seconds); err != nil {
+			return pgError(err, "read report totals")
+		}
+		changes[b.Unix()] = c
+	}
+	if err := rows.Err(); err != nil {
+		return pgError(err, "read report totals")
+	}
+	for b := first; b.Before(end); b = g.Next(b) {
+		c := changes[b.Unix()]
+		t := bucketTotal{bucket: b, connections: c.conns, sessionsEnded: c.ended, sessionSecondsSum: c.seconds}
+		if b.Before(now) { // a bucket not begun yet counts as zero, as in Stats
+			t.peak = total + c.p
+			t.avg = math.Max(float64(total)+c.a, 0)
+		}
+		fn(t)
+		total += c.d
+	}
+	return nil
+}
+
 // Totals returns the selected rooms together, one row per bucket of q in order, as TotalsRow
 // documents: peaks and averages summed over rooms, unique users counted once across rooms,
 // session duration weighted by the sessions that ended in each room.
@@ -319,43 +384,22 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 	if err != nil {
 		return nil, err
 	}
-	q.RoomIDs = rooms
-	n := r.CountBuckets(q)
-	totals := make([]presencestats.TotalsRow, 0, n)
-	index := make(map[int64]int, n)
-	type sums struct {
-		ended int64
-		secs  float64
-	}
-	var sessions []sums
-	first := q.Granularity.Truncate(q.Start, r.loc)
-	for b := first; b.Before(q.End); b = q.Granularity.Next(b) {
-		index[b.Unix()] = len(totals)
-		totals = append(totals, presencestats.TotalsRow{Bucket: b})
-		sessions = append(sessions, sums{})
-	}
-	err = r.scan(ctx, q, func(s statRow) error {
-		i, ok := index[s.Bucket.Unix()]
-		if !ok {
-			return fmt.Errorf("report totals: bucket %s not in the range", s.Bucket)
+	rooms = slices.Compact(slices.SortedFunc(slices.Values(rooms), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }))
+	totals := make([]presencestats.TotalsRow, 0, r.CountBuckets(q))
+	index := map[int64]int{}
+	err = r.sums(ctx, rooms, q.Granularity, q.Start, q.End, func(t bucketTotal) {
+		row := presencestats.TotalsRow{Bucket: t.bucket, PeakOnline: t.peak, AvgOnline: t.avg, TotalConnections: t.connections}
+		if t.sessionsEnded > 0 {
+			row.AvgSessionDuration = t.sessionSecondsSum / float64(t.sessionsEnded)
 		}
-		t := &totals[i]
-		t.PeakOnline += s.PeakOnline
-		t.AvgOnline += s.AvgOnline
-		t.TotalConnections += s.TotalConnections
-		sessions[i].ended += s.sessionsEnded
-		sessions[i].secs += s.sessionSecondsSum
-		return nil
+		index[t.bucket.Unix()] = len(totals)
+		totals = append(totals, row)
 	})
 	if err != nil {
 		return nil, err
 	}
-	for i := range totals {
-		if sessions[i].ended > 0 {
-			totals[i].AvgSessionDuration = sessions[i].secs / float64(sessions[i].ended)
-		}
-	}
 	// Every room: the counts kept by the all-users aggregate; a selection: count its user rows.
+	first := q.Granularity.Truncate(q.Start, r.loc)
 	var rows pgx.Rows
 	if everyRoom {
 		rows, err = r.pool.Query(ctx, r.allUsers[q.Granularity], first, q.End)
@@ -385,8 +429,7 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 // PeakHours returns presence by hour of day (0-23 in the report zone) over q's range for the
 // selected rooms together, as PeakHour documents, from the hourly aggregates whatever
 // q.Granularity is (so at most the last 6 months of a range have data). Hours of day that the
-// range does not cover are left out. The database returns only the hours with aggregate rows,
-// summed over rooms (report_peak_hours.sql); the quiet hours between them are filled here.
+// range does not cover are left out.
 // Errors: EINVALID for End not after Start, otherwise as Stats.
 func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.PeakHour, error) {
 	q.Granularity = presencestats.Hour
@@ -397,52 +440,18 @@ func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([
 	if err != nil {
 		return nil, err
 	}
-	ids := uuidArray(rooms)
-	first := presencestats.Hour.Truncate(q.Start, r.loc)
-	starts, err := r.onlineAt(ctx, ids, presencestats.Hour, first)
-	if err != nil {
-		return nil, err
-	}
-	online := make([]int64, len(rooms)) // parallel to rooms
-	var total int64                     // the rooms' summed count at the current hour's start
-	for i, id := range rooms {
-		online[i] = starts[id]
-		total += starts[id]
-	}
-	now := r.Now()
-	rows, err := r.pool.Query(ctx, r.peakHours, ids, first, online, q.End, now)
-	if err != nil {
-		return nil, pgError(err, "query report peak hours")
-	}
-	defer rows.Close()
-	type change struct {
-		d, p int64
-		a    float64
-	}
-	changes := map[int64]change{}
-	for rows.Next() {
-		var b time.Time
-		var c change
-		if err := rows.Scan(&b, &c.d, &c.p, &c.a); err != nil {
-			return nil, pgError(err, "read report peak hours")
-		}
-		changes[b.Unix()] = c
-	}
-	if err := rows.Err(); err != nil {
-		return nil, pgError(err, "read report peak hours")
-	}
+	rooms = slices.Compact(slices.SortedFunc(slices.Values(rooms), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }))
 	var avg [24]float64
 	var peak [24]int64
 	var count [24]int
-	for b := first; b.Before(q.End); b = b.Add(time.Hour) {
-		c := changes[b.Unix()]
-		hour := b.In(r.loc).Hour()
+	err = r.sums(ctx, rooms, presencestats.Hour, q.Start, q.End, func(t bucketTotal) {
+		hour := t.bucket.In(r.loc).Hour()
 		count[hour]++
-		if b.Before(now) { // an hour not begun yet counts as zero, as in Stats
-			avg[hour] += float64(total) + c.a
-			peak[hour] = max(peak[hour], total+c.p)
-		}
-		total += c.d
+		avg[hour] += t.avg
+		peak[hour] = max(peak[hour], t.peak)
+	})
+	if err != nil {
+		return nil, err
 	}
 	out := make([]presencestats.PeakHour, 0, 24)
 	for hour := range 24 {
