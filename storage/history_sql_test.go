@@ -292,3 +292,23 @@ func TestAnalystExamples(t *testing.T) {
 		t.Fatalf("examples: got %d, want 5", n)
 	}
 }
+
+// TestReportZone: serve's check refuses a REPORT_TIMEZONE other than the aggregates' zone, and
+// the migrator refuses a zone PostgreSQL would not know.
+func TestReportZone(t *testing.T) {
+	ctx := context.Background()
+	pool := storagetest.SharedDatabase(t) // migrated with UTC
+	if err := storage.CheckReportZone(ctx, pool, time.UTC); err != nil {
+		t.Fatalf("UTC: %v", err)
+	}
+	kolkata, err := time.LoadLocation("Asia/Kolkata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := presencestats.ErrorCode(storage.CheckReportZone(ctx, pool, kolkata)), presencestats.EINVALID; got != want {
+		t.Fatalf("Asia/Kolkata against UTC aggregates: got %q, want %q", got, want)
+	}
+	if _, _, err := storage.NewMigrator(pool, time.Local); presencestats.ErrorCode(err) != presencestats.EINVALID {
+		t.Fatalf("NewMigrator(time.Local): got %v, want an EINVALID error", err)
+	}
+}
