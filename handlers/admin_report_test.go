@@ -290,15 +290,23 @@ func TestAdminDownloadsMatchJSON(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var chart string
+			var chart, sheet1 string
 			for _, zf := range zr.File {
-				if zf.Name == "xl/charts/chart1.xml" {
+				if zf.Name == "xl/charts/chart1.xml" || zf.Name == "xl/worksheets/sheet1.xml" {
 					rc, _ := zf.Open()
 					var b bytes.Buffer
 					_, _ = b.ReadFrom(rc)
 					rc.Close()
-					chart = b.String()
+					if zf.Name == "xl/worksheets/sheet1.xml" {
+						sheet1 = b.String()
+					} else {
+						chart = b.String()
+					}
 				}
+			}
+			// Excel wants <col> elements in column order (it offers to "repair" the file otherwise).
+			if i1, i2 := strings.Index(sheet1, `<col min="1"`), strings.Index(sheet1, `<col min="2"`); i1 < 0 || i2 < i1 {
+				t.Fatalf("stats sheet <cols> not in column order")
 			}
 			if chart = html.UnescapeString(chart); !strings.Contains(chart, "<lineChart>") || !strings.Contains(chart, "'Totals'!$B$2:$B$") {
 				t.Fatalf("xl/charts/chart1.xml is not a line chart of the totals: %.300s", chart)

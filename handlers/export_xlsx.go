@@ -172,13 +172,14 @@ func newXLSXStyles(f *excelize.File) (xlsxStyles, error) {
 // xlsxLayout sets column widths (the leading columns, then 24 per metric) and freezes the header
 // row. The stream writer wants both before the first row.
 func xlsxLayout(sw *excelize.StreamWriter, lead []float64, metrics int) error {
-	for i, w := range lead {
-		if err := sw.SetColWidth(i+1, i+1, w); err != nil {
-			return fmt.Errorf("xlsx: column width: %w", err)
-		}
+	widths := append([]float64{}, lead...)
+	for range metrics {
+		widths = append(widths, 26)
 	}
-	if metrics > 0 {
-		if err := sw.SetColWidth(len(lead)+1, len(lead)+metrics, 26); err != nil {
+	// excelize puts each new <col> before the ones already set, and Excel wants them in column
+	// order: set them last column first.
+	for i := len(widths) - 1; i >= 0; i-- {
+		if err := sw.SetColWidth(i+1, i+1, widths[i]); err != nil {
 			return fmt.Errorf("xlsx: column width: %w", err)
 		}
 	}
