@@ -569,6 +569,17 @@ func (h *Hub) onStoreState(up bool) {
 	go h.resync()
 }
 
+// liveLocked returns every member of every room of this instance; h.mu must be held.
+func (h *Hub) liveLocked() []*wsConn {
+	var live []*wsConn
+	for _, r := range h.rooms {
+		for c := range r.members {
+			live = append(live, c)
+		}
+	}
+	return live
+}
+
 // resync runs when Redis answers again: the leaves that failed meanwhile are applied, every
 // live session of this instance is registered again (counts become exact without any client
 // reconnecting), the cache is refetched, and the degraded flag goes.
@@ -578,12 +589,7 @@ func (h *Hub) resync() {
 	h.mu.Lock()
 	pending := h.pending
 	h.pending = nil
-	var live []*wsConn
-	for _, r := range h.rooms {
-		for c := range r.members {
-			live = append(live, c)
-		}
-	}
+	live := h.liveLocked()
 	h.mu.Unlock()
 	ok := true
 	for i, c := range pending {
@@ -799,12 +805,7 @@ func (h *Hub) Close(ctx context.Context) {
 		return
 	}
 	h.closing = true
-	var live []*wsConn
-	for _, r := range h.rooms {
-		for c := range r.members {
-			live = append(live, c)
-		}
-	}
+	live := h.liveLocked()
 	h.mu.Unlock()
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
