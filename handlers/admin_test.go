@@ -85,6 +85,8 @@ func (e *adminEnv) get(path, token string) (*http.Response, []byte) {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("User-Agent", "admin-test/1.0")
+	// Forged: the test server trusts no proxy, so the audited client IP must stay the peer's.
+	req.Header.Set("X-Forwarded-For", "198.51.100.66")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)

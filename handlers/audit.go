@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -91,10 +90,7 @@ func auditParams(c *gin.Context) json.RawMessage {
 func (r *auditRecord) commit(status int) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.c.Request.Context()), auditWriteTimeout)
 	defer cancel()
-	var ip netip.Addr
-	if a, err := netip.ParseAddr(r.c.ClientIP()); err == nil {
-		ip = a.Unmap()
-	}
+	ip := requestIP(r.c)
 	id, err := r.a.audit.Record(ctx, presencestats.AuditEntry{
 		At: r.start, AdminID: ClaimsOf(r.c).UserID, Action: r.action, Parameters: r.params,
 		ClientIP: ip, UserAgent: r.c.Request.UserAgent(), Status: status, Duration: r.a.now().Sub(r.start),

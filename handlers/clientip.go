@@ -4,7 +4,20 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/gin-gonic/gin"
 )
+
+// requestIP returns the client IP that the router's request log worked out for c (clientIP with
+// TRUSTED_PROXIES); outside the router, the peer address.
+func requestIP(c *gin.Context) netip.Addr {
+	if v, ok := c.Get(clientIPKey); ok {
+		if ip, ok := v.(netip.Addr); ok {
+			return ip
+		}
+	}
+	return clientIP(c.Request, nil)
+}
 
 // clientIP returns the address of the client that made r: the peer address, unless the peer is
 // one of the trusted proxies, in which case X-Forwarded-For is read from the right, skipping

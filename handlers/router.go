@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -15,7 +16,10 @@ import (
 	"presencestats"
 )
 
-const requestIDKey = "request_id"
+const (
+	requestIDKey = "request_id"
+	clientIPKey  = "presencestats.client_ip"
+)
 
 // Feature is a part of the API that adds its own routes (presence, reports, web pages).
 type Feature interface {
@@ -34,6 +38,9 @@ type RouterConfig struct {
 	Registry *prometheus.Registry // the service's own registry, served at /metrics
 	Checks   []ReadinessCheck
 	Features []Feature
+	// TrustedProxies are the peers whose X-Forwarded-For is believed for the client IP of every
+	// request (request log, audit trail, presence events); none by default.
+	TrustedProxies []netip.Prefix
 }
 
 // NewRouter returns the gin engine with recovery, request logging and metrics, the health
@@ -43,8 +50,13 @@ func NewRouter(cfg RouterConfig) *gin.Engine {
 	r := gin.New()
 	r.ContextWithFallback = true
 	r.HandleMethodNotAllowed = true
+	// gin believes X-Forwarded-For from any peer by default; the client IP is requestIP's, whose
+	// rule is TRUSTED_PROXIES, so gin's own must believe no header.
+	if err := r.SetTrustedProxies(nil); err != nil {
+		panic(err) // nil is always accepted
+	}
 	m := newHTTPMetrics(cfg.Registry)
-	r.Use(requestLog(cfg.Logger, m), recovery(cfg.Logger))
+	r.Use(requestLog(cfg.Logger, m, cfg.TrustedProxies), recovery(cfg.Logger))
 	r.NoRoute(func(c *gin.Context) {
 		writeError(c, cfg.Logger, presencestats.Errorf(presencestats.ENOTFOUND, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
@@ -105,9 +117,11 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 
 // requestLog gives every request an id (X-Request-ID, kept when the client sent a sane one) and
 // logs one line per request with route, status and latency.
-func requestLog(log *slog.Logger, m *httpMetrics) gin.HandlerFunc {
+func requestLog(log *slog.Logger, m *httpMetrics, trusted []netip.Prefix) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
+		ip := clientIP(c.Request, trusted)
+		c.Set(clientIPKey, ip)
 		id := c.GetHeader("X-Request-ID")
 		if id == "" || len(id) > 64 {
 			id = uuid.NewString()
@@ -131,7 +145,7 @@ func requestLog(log *slog.Logger, m *httpMetrics) gin.HandlerFunc {
 			slog.String("request_id", id), slog.String("method", c.Request.Method),
 			slog.String("route", route), slog.Int("status", status),
 			slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
-			slog.String("client_ip", c.ClientIP()))
+			slog.String("client_ip", ip.String()))
 	}
 }
 

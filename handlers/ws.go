@@ -69,7 +69,7 @@ func (h *Hub) serveWS(c *gin.Context) {
 	}
 	conn := &wsConn{
 		hub: h, id: newEventID(), room: room, user: claims.UserID,
-		ip: clientIP(c.Request, h.cfg.TrustedProxies), ua: truncate(c.Request.UserAgent(), 512),
+		ip: requestIP(c), ua: truncate(c.Request.UserAgent(), 512),
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.ChatRatePerSecond), h.cfg.ChatBurst),
 	}
 	// The session runs on a goroutine of its own and this handler returns as soon as the

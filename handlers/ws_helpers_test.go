@@ -115,13 +115,13 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	reg := prometheus.NewRegistry()
 	hub := handlers.NewHub(handlers.HubConfig{
 		Store: store, Recorder: rec, Auth: auth, Registry: reg, Logger: testLogger(),
-		AllowedOrigins: o.origins, TrustedProxies: o.trusted, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
+		AllowedOrigins: o.origins, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
 		StatsPushInterval: 50 * time.Millisecond, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
 		SendBuffer: o.sendBuffer, WriteWait: time.Second,
 	})
 	router := handlers.NewRouter(handlers.RouterConfig{
-		Logger: discardLogger(), Registry: reg, Features: []handlers.Feature{hub},
+		Logger: discardLogger(), Registry: reg, Features: []handlers.Feature{hub}, TrustedProxies: o.trusted,
 		Checks: []handlers.ReadinessCheck{{Name: "redis", Check: store.Ping}},
 	})
 	srv := httptest.NewServer(router)

@@ -43,8 +43,7 @@ type HubConfig struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 
-	AllowedOrigins         []string       // empty: same host only
-	TrustedProxies         []netip.Prefix // peers whose X-Forwarded-For is believed
+	AllowedOrigins         []string // empty: same host only
 	MaxMessageBytes        int
 	PresenceTTL            time.Duration
 	StatsPushInterval      time.Duration

@@ -36,7 +36,7 @@ func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb 
 	})
 	hub := handlers.NewHub(handlers.HubConfig{
 		Store: store, Recorder: rec, Auth: auth, Logger: log, Registry: reg,
-		AllowedOrigins: cfg.AllowedOrigins, TrustedProxies: cfg.TrustedProxies,
+		AllowedOrigins:  cfg.AllowedOrigins,
 		MaxMessageBytes: cfg.MaxMessageBytes, PresenceTTL: cfg.PresenceTTL,
 		StatsPushInterval: cfg.StatsPushInterval, StatsCacheTTL: cfg.StatsCacheTTL,
 		HeartbeatEventInterval: cfg.HeartbeatEventInterval,

@@ -76,7 +76,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			{Name: "database", Check: pool.Ping},
 			{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		},
-		Features: features,
+		Features:       features,
+		TrustedProxies: cfg.TrustedProxies,
 	})
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
