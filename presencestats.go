@@ -61,6 +61,16 @@ type PresenceEvent struct {
 	UserAgent string
 }
 
+// NewID returns a new time-ordered (version 7) UUID, for event and session ids: ids made later
+// sort later, which keeps index inserts local.
+func NewID() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.New() // the clock or entropy failed: still unique, just not ordered
+	}
+	return id
+}
+
 // Validate returns an EINVALID error when the event cannot be stored.
 func (e PresenceEvent) Validate() error {
 	switch {

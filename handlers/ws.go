@@ -68,7 +68,7 @@ func (h *Hub) serveWS(c *gin.Context) {
 		return
 	}
 	conn := &wsConn{
-		hub: h, id: newEventID(), room: room, user: claims.UserID,
+		hub: h, id: presencestats.NewID(), room: room, user: claims.UserID,
 		ip: requestIP(c), ua: truncate(c.Request.UserAgent(), 512),
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.ChatRatePerSecond), h.cfg.ChatBurst),
 	}

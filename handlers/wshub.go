@@ -700,21 +700,13 @@ func (h *Hub) beat(ctx context.Context) {
 			case now.Sub(c.lastHBEvent) >= h.cfg.HeartbeatEventInterval:
 				c.lastHBEvent = now
 				h.record(c.event(presencestats.PresenceEvent{
-					EventID: newEventID(), TS: st.Timestamp, RoomID: room, UserID: c.user, SessionID: c.id,
+					EventID: presencestats.NewID(), TS: st.Timestamp, RoomID: room, UserID: c.user, SessionID: c.id,
 					Type: presencestats.EventHeartbeat, OnlineAfter: int(st.OnlineCount),
 				}))
 			}
 			c.stateMu.Unlock()
 		}
 	}
-}
-
-func newEventID() uuid.UUID {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return uuid.New()
-	}
-	return id
 }
 
 func (h *Hub) cachePut(st presencestats.OnlineStats) {

@@ -164,14 +164,6 @@ func (r *reply) uuid(i int) uuid.UUID {
 
 func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
-func newEventID() uuid.UUID {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return uuid.New()
-	}
-	return id
-}
-
 // Join opens session for user in room, or refreshes it when it is already there. connectedAt is
 // when the session started; zero means now (Redis time). The returned event is the connected
 // event with TS, OnlineAfter and OnlineDelta set (EventID set; client data left to the caller).
@@ -212,7 +204,7 @@ func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, conn
 	}
 	stats := presencestats.OnlineStats{RoomID: room, OnlineCount: online, SessionCount: sessions, Timestamp: ts}
 	return presencestats.PresenceEvent{
-		EventID: newEventID(), TS: ts, RoomID: room, UserID: user, SessionID: session, Type: typ,
+		EventID: presencestats.NewID(), TS: ts, RoomID: room, UserID: user, SessionID: session, Type: typ,
 		OnlineAfter: int(online), OnlineDelta: int(delta),
 	}, stats, nil
 }
@@ -241,7 +233,7 @@ func (p *Presence) Leave(ctx context.Context, room, session uuid.UUID) (presence
 		return presencestats.PresenceEvent{}, stats, fmt.Errorf("presence leave: %w", r.err)
 	}
 	return presencestats.PresenceEvent{
-		EventID: newEventID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
+		EventID: presencestats.NewID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
 		Type: presencestats.EventDisconnected, OnlineAfter: int(online), OnlineDelta: int(delta),
 		SessionSeconds: sessionSeconds(connected, ts),
 	}, stats, nil
@@ -339,7 +331,7 @@ func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([
 	for i := 4; i+4 < len(vals); i += 5 {
 		session, user, connected := r.uuid(i), r.uuid(i+1), r.int(i+2)
 		evs = append(evs, presencestats.PresenceEvent{
-			EventID: newEventID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
+			EventID: presencestats.NewID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
 			Type: presencestats.EventDisconnected, OnlineDelta: int(r.int(i + 3)), OnlineAfter: int(r.int(i + 4)),
 			SessionSeconds: sessionSeconds(connected, ts), Reason: presencestats.ReasonTimeout,
 		})

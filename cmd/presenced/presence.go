@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"presencestats"
 	"presencestats/handlers"
 	"presencestats/storage"
 )
@@ -23,12 +22,9 @@ type presenceFeature struct {
 }
 
 // startPresence wires real-time presence. rec receives the presence events (the history's
-// collector); nil logs them at debug level only.
+// collector).
 func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb redis.UniversalClient,
 	auth *handlers.TokenAuthority, rec handlers.EventRecorder) *presenceFeature {
-	if rec == nil {
-		rec = logRecorder{log: log}
-	}
 	host, _ := os.Hostname()
 	store := storage.NewPresence(rdb, storage.PresenceOptions{
 		KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.PresenceTTL, Logger: log,
@@ -52,15 +48,4 @@ func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb 
 func (p *presenceFeature) Close(ctx context.Context) {
 	p.Hub.Close(ctx)
 	p.sweeper.Close(ctx)
-}
-
-// logRecorder stands in for the history's collector when none is wired.
-type logRecorder struct{ log *slog.Logger }
-
-func (r logRecorder) Record(ev presencestats.PresenceEvent) error {
-	if err := ev.Validate(); err != nil {
-		return err
-	}
-	r.log.Debug("presence event", "type", ev.Type, "room_id", ev.RoomID, "session_id", ev.SessionID, "online_after", ev.OnlineAfter)
-	return nil
 }

@@ -32,7 +32,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	auth := handlers.NewTokenAuthority(cfg.JWTSecret)
-	_ = auth
 
 	var features []handlers.Feature
 	pages, err := handlers.NewWebPages(handlers.WebPagesConfig{Files: web.Static(), Logger: log, Auth: auth, DevMode: cfg.DevMode})
