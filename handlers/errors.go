@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"errors"
 	"log/slog"
 	"net/http"
 
@@ -55,10 +54,4 @@ func writeError(c *gin.Context, log *slog.Logger, err error) {
 	}
 	_ = c.Error(err)
 	c.AbortWithStatusJSON(status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg}})
-}
-
-// isInvalid reports whether err is a client error (EINVALID).
-func isInvalid(err error) bool {
-	var e *presencestats.Error
-	return errors.As(err, &e) && e.Code == presencestats.EINVALID
 }
