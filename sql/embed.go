@@ -9,3 +9,13 @@ import "embed"
 //
 //go:embed *.sql
 var FS embed.FS
+
+// Must returns the text of the query file name. The files are compiled into the binary, so a
+// missing one is a build mistake that the first test catches, not a run-time condition.
+func Must(name string) string {
+	b, err := FS.ReadFile(name)
+	if err != nil {
+		panic("embedded query " + name + ": " + err.Error())
+	}
+	return string(b)
+}

@@ -24,20 +24,10 @@ type Audit struct {
 func NewAudit(pool *pgxpool.Pool) *Audit {
 	return &Audit{
 		pool:     pool,
-		record:   mustQuery("audit_record.sql"),
-		complete: mustQuery("audit_complete.sql"),
-		listSQL:  mustQuery("audit_list.sql"),
+		record:   queries.Must("audit_record.sql"),
+		complete: queries.Must("audit_complete.sql"),
+		listSQL:  queries.Must("audit_list.sql"),
 	}
-}
-
-// mustQuery returns an embedded query. The files are compiled into the binary, so a missing one
-// is a build mistake that the first test catches, not a run-time condition.
-func mustQuery(name string) string {
-	b, err := queries.FS.ReadFile(name)
-	if err != nil {
-		panic(fmt.Sprintf("embedded query %s: %v", name, err))
-	}
-	return string(b)
 }
 
 // Record appends e (its ID is ignored) and returns the new entry's id. Any failure is returned

@@ -102,15 +102,11 @@ type CollectorCounts struct {
 // A spool left by an earlier run is replayed first. Errors: the spool cannot be opened.
 func NewCollector(pool *pgxpool.Pool, cfg CollectorConfig) (*Collector, error) {
 	cfg.defaults()
-	insert, err := queries.FS.ReadFile("insert_events.sql")
-	if err != nil {
-		return nil, fmt.Errorf("read insert_events.sql: %w", err)
-	}
 	c := &Collector{
 		pool:    pool,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "event_collector"),
-		insert:  string(insert),
+		insert:  queries.Must("insert_events.sql"),
 		closeCh: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		spill:   make(chan struct{}, 1),
@@ -127,6 +123,7 @@ func NewCollector(pool *pgxpool.Pool, cfg CollectorConfig) (*Collector, error) {
 		}),
 	}
 	if cfg.SpoolDir != "" {
+		var err error
 		if c.spool, err = openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes, c.log); err != nil {
 			return nil, err
 		}

@@ -3,7 +3,6 @@ package storage
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -70,12 +69,12 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		stats:       map[presencestats.Granularity]string{},
 		totalUsers:  map[presencestats.Granularity]string{},
 		allUsers:    map[presencestats.Granularity]string{},
-		onlineStart: reportQuery("report_online_start.sql"),
+		onlineStart: queries.Must("report_online_start.sql"),
 		bucketSums:  map[presencestats.Granularity]string{},
-		rooms:       reportQuery("report_rooms.sql"),
+		rooms:       queries.Must("report_rooms.sql"),
 	}
-	stats, users, all := reportQuery("report_stats.sql"), reportQuery("report_total_users.sql"), reportQuery("report_all_users.sql")
-	sums := reportQuery("report_bucket_sums.sql")
+	stats, users, all := queries.Must("report_stats.sql"), queries.Must("report_total_users.sql"), queries.Must("report_all_users.sql")
+	sums := queries.Must("report_bucket_sums.sql")
 	for g, level := range aggregateLevel {
 		rep := strings.NewReplacer("{{room_agg}}", "presence_room_"+level, "{{user_agg}}", "presence_user_"+level,
 			"{{room_users_agg}}", "presence_room_users_"+level, "{{all_users_agg}}", "presence_all_users_"+level)
@@ -87,21 +86,12 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 	return r
 }
 
-// reportQuery returns an embedded query; a missing file is a build mistake, caught by any test.
-func reportQuery(name string) string {
-	b, err := queries.FS.ReadFile(name)
-	if err != nil {
-		panic(fmt.Sprintf("embedded query %s: %v", name, err))
-	}
-	return string(b)
-}
-
 // CheckReportZone returns an EINVALID error when the aggregates were built with another zone
 // than loc (REPORT_TIMEZONE changed after `migrate up`): reports would silently mix zones.
 // EUNAVAILABLE when the database cannot be reached; EINTERNAL when migrations were not applied.
 func CheckReportZone(ctx context.Context, pool *pgxpool.Pool, loc *time.Location) error {
 	var zone string
-	if err := pool.QueryRow(ctx, reportQuery("report_settings.sql")).Scan(&zone); err != nil {
+	if err := pool.QueryRow(ctx, queries.Must("report_settings.sql")).Scan(&zone); err != nil {
 		return pgError(err, "read the report zone (was `presenced migrate up` run?)")
 	}
 	if zone != loc.String() {
