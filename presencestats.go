@@ -154,6 +154,32 @@ func (g Granularity) Truncate(t time.Time, loc *time.Location) time.Time {
 	panic(fmt.Sprintf("unknown granularity %q", g))
 }
 
+// CountBuckets returns how many buckets of width g have their start in [g.Truncate(start, loc),
+// end): the rows a report has per room. It stops counting at limit when limit > 0, so that an
+// absurd range costs no more than the limit it is checked against.
+func (g Granularity) CountBuckets(start, end time.Time, loc *time.Location, limit int) int {
+	first := g.Truncate(start, loc)
+	if !end.After(first) {
+		return 0
+	}
+	if g == Hour { // every hour is as long as every other; seconds, since a Duration overflows past 292 years
+		secs := end.Unix() - first.Unix()
+		n := int(secs / 3600)
+		if secs%3600 != 0 || end.Nanosecond() != 0 {
+			n++
+		}
+		if limit > 0 {
+			n = min(n, limit)
+		}
+		return n
+	}
+	n := 0
+	for b := first; b.Before(end) && (limit <= 0 || n < limit); b = g.Next(b) {
+		n++
+	}
+	return n
+}
+
 // Next returns the start of the bucket after the one starting at start.
 func (g Granularity) Next(start time.Time) time.Time {
 	switch g {

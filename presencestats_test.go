@@ -104,3 +104,32 @@ func TestPresenceEventValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestGranularityCountBuckets(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		g          presencestats.Granularity
+		start, end string
+		limit      int
+		want       int
+	}{
+		{presencestats.Hour, "2026-01-01T00:30:00Z", "2026-01-01T03:00:00Z", 0, 3},   // 00, 01, 02
+		{presencestats.Hour, "2026-01-01T00:00:00Z", "2026-01-01T03:00:01Z", 0, 4},   // 03 starts inside
+		{presencestats.Hour, "0001-01-01T00:00:00Z", "9999-01-01T00:00:00Z", 10, 10}, // bounded
+		{presencestats.Day, "2026-01-01T12:00:00Z", "2026-01-08T00:00:00Z", 0, 7},
+		{presencestats.Day, "0001-01-01T00:00:00Z", "9999-01-01T00:00:00Z", 100, 100}, // stops early
+		{presencestats.Month, "2026-01-31T00:00:00Z", "2026-03-01T00:00:00Z", 0, 2},
+		{presencestats.Year, "2026-06-01T00:00:00Z", "2026-06-02T00:00:00Z", 0, 1},
+		{presencestats.Week, "2026-01-05T00:00:00Z", "2026-01-05T00:00:00Z", 0, 0}, // empty range
+	} {
+		if got := tc.g.CountBuckets(at(tc.start), at(tc.end), time.UTC, tc.limit); got != tc.want {
+			t.Errorf("%s %s..%s limit %d: %d buckets, want %d", tc.g, tc.start, tc.end, tc.limit, got, tc.want)
+		}
+	}
+}

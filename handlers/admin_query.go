@@ -100,7 +100,7 @@ func (a *Admin) parseReportQuery(ctx context.Context, c *gin.Context) (presences
 	if format == FormatXLSX {
 		limit = min(limit, maxXLSXRows)
 	}
-	buckets := countBuckets(q, a.loc, limit/rooms+1)
+	buckets := q.Granularity.CountBuckets(q.Start, q.End, a.loc, limit/rooms+1)
 	if points := buckets * rooms; points > limit {
 		what := "REPORT_MAX_POINTS"
 		if format == FormatXLSX && limit < a.maxPoints {
@@ -131,14 +131,4 @@ func parseTimeParam(c *gin.Context, name string) (time.Time, error) {
 		return time.Time{}, invalidf(name, "%q is not an RFC 3339 time like 2026-01-02T15:04:05Z", v)
 	}
 	return t, nil
-}
-
-// countBuckets counts the buckets of q's granularity that overlap [Start, End), stopping at
-// stop: a century of hours must not take a century to refuse.
-func countBuckets(q presencestats.ReportQuery, loc *time.Location, stop int) int {
-	n := 0
-	for t := q.Granularity.Truncate(q.Start, loc); t.Before(q.End) && n < stop; t = q.Granularity.Next(t) {
-		n++
-	}
-	return n
 }

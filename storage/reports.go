@@ -103,22 +103,14 @@ func CheckReportZone(ctx context.Context, pool *pgxpool.Pool, loc *time.Location
 }
 
 // CountBuckets returns how many buckets of q.Granularity the range [q.Start, q.End) spans per
-// room: the buckets whose start is in [Truncate(q.Start), q.End). A report has that many rows per
-// room; the API multiplies by the number of rooms to enforce REPORT_MAX_POINTS before querying.
+// room: the buckets whose start is in [Truncate(q.Start), q.End), as Granularity.CountBuckets
+// counts them in the report zone (the API uses that too, with a limit, for REPORT_MAX_POINTS).
 // It returns 0 for an invalid query (Stats reports why).
 func (r *Reports) CountBuckets(q presencestats.ReportQuery) int {
 	if _, ok := aggregateLevel[q.Granularity]; !ok || !q.End.After(q.Start) {
 		return 0
 	}
-	first := q.Granularity.Truncate(q.Start, r.loc)
-	if q.Granularity == presencestats.Hour {
-		return int((q.End.Sub(first) + time.Hour - 1) / time.Hour)
-	}
-	n := 0
-	for b := first; b.Before(q.End); b = q.Granularity.Next(b) {
-		n++
-	}
-	return n
+	return q.Granularity.CountBuckets(q.Start, q.End, r.loc, 0)
 }
 
 // uuidArray converts ids for a uuid[] parameter (pgx in exec mode cannot encode []uuid.UUID).
