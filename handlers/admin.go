@@ -19,6 +19,9 @@ type ReportSource interface {
 	// Stats calls fn for every selected room and bucket of q's range, ordered by room then
 	// bucket, buckets without events included. It stops at fn's first error and returns it.
 	Stats(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) error
+	// Report is Stats, Totals and, when q wants peak_hours, PeakHours in one call (the JSON
+	// answer), sharing what they have in common.
+	Report(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) ([]presencestats.TotalsRow, []presencestats.PeakHour, error)
 	// Totals returns the selected rooms together, per bucket.
 	Totals(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.TotalsRow, error)
 	// PeakHours returns presence by hour of day over q's range.
@@ -129,15 +132,10 @@ func (a *Admin) reportJSON(c *gin.Context, rec *auditRecord, q presencestats.Rep
 	started := a.now()
 	cols := reportColumns(q)
 	resp := reportResponse{Stats: []statsRowJSON{}, Totals: []totalsRowJSON{}}
-	err := a.reports.Stats(ctx, q, func(r presencestats.ReportRow) error {
+	totals, hours, err := a.reports.Report(ctx, q, func(r presencestats.ReportRow) error {
 		resp.Stats = append(resp.Stats, statsRowOf(r, cols, a.loc))
 		return nil
 	})
-	if err != nil {
-		rec.fail(err)
-		return
-	}
-	totals, err := a.reports.Totals(ctx, q)
 	if err != nil {
 		rec.fail(err)
 		return
@@ -146,11 +144,6 @@ func (a *Admin) reportJSON(c *gin.Context, rec *auditRecord, q presencestats.Rep
 		resp.Totals = append(resp.Totals, totalsRowOf(t, cols, a.loc))
 	}
 	if q.Wants(presencestats.MetricPeakHours) {
-		hours, err := a.reports.PeakHours(ctx, q)
-		if err != nil {
-			rec.fail(err)
-			return
-		}
 		ph := make([]peakHourJSON, 0, len(hours))
 		for _, h := range hours {
 			ph = append(ph, peakHourJSON{Hour: h.Hour, AvgOnlineCount: h.AvgOnline, PeakOnlineCount: h.PeakOnline})

@@ -268,6 +268,10 @@ func (f *fakeReports) Stats(ctx context.Context, q presencestats.ReportQuery, fn
 	return nil
 }
 
+func (f *fakeReports) Report(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) ([]presencestats.TotalsRow, []presencestats.PeakHour, error) {
+	return nil, nil, f.Stats(ctx, q, fn)
+}
+
 func (f *fakeReports) Totals(context.Context, presencestats.ReportQuery) ([]presencestats.TotalsRow, error) {
 	return nil, nil
 }

@@ -1,24 +1,25 @@
 -- The selected rooms together, per bucket of one granularity ({{room_agg}}), for Totals and (hourly)
--- PeakHours: only buckets with aggregate rows are returned, summed over rooms as changes against the
--- carried total count (rooms without a row in a bucket keep their count). With N0 a room's count at
--- the bucket's start (the previous row's online_end, or $3's entry for its first row in the range):
+-- PeakHours over a selection of rooms (every room: report_total_sums.sql): only buckets with
+-- aggregate rows are returned, summed over rooms as changes against the carried total count (rooms
+-- without a row in a bucket keep their count). With N0 a room's count at the bucket's start (the
+-- previous row's online_end, or $7's entry for its first row in the range):
 --   d = sum(online_end - N0)             how the rooms' total count moved during the bucket
 --   p = sum(greatest(peak_in, N0) - N0)  the bucket's summed peak above the carried total
 --   a = sum(moment_part) / L             the bucket's summed average above the carried total
 -- storage/reports.go walks every bucket of the range, carrying the total.
---   $1 rooms uuid[]   $2 first bucket   $3 online counts at $2, parallel to $1   $4 range end
---   $5 now   $6 bucket width interval   $7 zone text
+--   $1 first bucket   $2 range end   $3 now   $4 bucket width interval   $5 zone text
+--   $6 rooms uuid[]   $7 online counts at $1, parallel to $6
 WITH starts AS (
     SELECT s.room_id, s.online_start
-    FROM unnest($1::uuid[], $3::bigint[]) AS s(room_id, online_start)
+    FROM unnest($6::uuid[], $7::bigint[]) AS s(room_id, online_start)
 ), rows AS (
     SELECT h.bucket, h.peak_in, h.online_end, h.net_delta, h.delta_moment,
            h.connections, h.sessions_ended, h.session_seconds_sum,
            coalesce(lag(h.online_end) OVER (PARTITION BY h.room_id ORDER BY h.bucket), s.online_start) AS n0,
-           least(date_add(h.bucket, $6::interval, $7::text), $5::timestamptz) AS bucket_end
+           least(date_add(h.bucket, $4::interval, $5::text), $3::timestamptz) AS bucket_end
     FROM {{room_agg}} AS h
     JOIN starts AS s ON s.room_id = h.room_id
-    WHERE h.room_id = ANY ($1::uuid[]) AND h.bucket >= $2::timestamptz AND h.bucket < $4::timestamptz
+    WHERE h.room_id = ANY ($6::uuid[]) AND h.bucket >= $1::timestamptz AND h.bucket < $2::timestamptz
 )
 SELECT bucket,
        sum(online_end - n0)::bigint AS d,

@@ -171,7 +171,10 @@ func TestHistoryPolicies(t *testing.T) {
 			for _, level := range []string{"hourly", "daily", "weekly", "monthly", "yearly"} {
 				want["policy_refresh_continuous_aggregate/presence_room_users_"+level] = true
 				want["policy_refresh_continuous_aggregate/presence_all_users_"+level] = true
+				want["policy_refresh_continuous_aggregate/presence_total_"+level] = true
 			}
+			want["policy_retention/presence_total_hourly"] = true
+			want["policy_retention/presence_total_daily"] = true
 		}
 		want["policy_retention/presence_"+kind+"_daily"] = true
 		want["policy_compression/presence_"+kind+"_hourly"] = true

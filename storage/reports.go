@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math"
 	"slices"
 	"strings"
@@ -30,12 +31,15 @@ type Reports struct {
 	// Now is the clock: a bucket in progress is averaged over [start, Now()). Tests replace it.
 	Now func() time.Time
 
-	stats       map[presencestats.Granularity]string
-	totalUsers  map[presencestats.Granularity]string
-	allUsers    map[presencestats.Granularity]string
-	bucketSums  map[presencestats.Granularity]string
-	onlineStart string
-	rooms       string
+	stats      map[presencestats.Granularity]string
+	totalUsers map[presencestats.Granularity]string
+	allUsers   map[presencestats.Granularity]string
+	bucketSums map[presencestats.Granularity]string // a selection of rooms
+	totalSums  map[presencestats.Granularity]string // every room
+	// Peak hours of a selection of rooms and of every room (report_peak_hours.sql over the
+	// hourly bucketSums and totalSums).
+	peakHoursRooms, peakHoursEvery    string
+	onlineStart, rooms, hourlyHorizon string
 }
 
 // aggregateLevel names the continuous aggregates of each granularity (migration 4).
@@ -63,26 +67,34 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		loc = time.UTC
 	}
 	r := &Reports{
-		pool:        pool,
-		loc:         loc,
-		Now:         time.Now,
-		stats:       map[presencestats.Granularity]string{},
-		totalUsers:  map[presencestats.Granularity]string{},
-		allUsers:    map[presencestats.Granularity]string{},
-		onlineStart: queries.Must("report_online_start.sql"),
-		bucketSums:  map[presencestats.Granularity]string{},
-		rooms:       queries.Must("report_rooms.sql"),
+		pool:          pool,
+		loc:           loc,
+		Now:           time.Now,
+		stats:         map[presencestats.Granularity]string{},
+		totalUsers:    map[presencestats.Granularity]string{},
+		allUsers:      map[presencestats.Granularity]string{},
+		onlineStart:   queries.Must("report_online_start.sql"),
+		bucketSums:    map[presencestats.Granularity]string{},
+		totalSums:     map[presencestats.Granularity]string{},
+		rooms:         queries.Must("report_rooms.sql"),
+		hourlyHorizon: queries.Must("report_hourly_horizon.sql"),
 	}
 	stats, users, all := queries.Must("report_stats.sql"), queries.Must("report_total_users.sql"), queries.Must("report_all_users.sql")
-	sums := queries.Must("report_bucket_sums.sql")
+	sums, totalSums := queries.Must("report_bucket_sums.sql"), queries.Must("report_total_sums.sql")
 	for g, level := range aggregateLevel {
 		rep := strings.NewReplacer("{{room_agg}}", "presence_room_"+level, "{{user_agg}}", "presence_user_"+level,
-			"{{room_users_agg}}", "presence_room_users_"+level, "{{all_users_agg}}", "presence_all_users_"+level)
+			"{{room_users_agg}}", "presence_room_users_"+level, "{{all_users_agg}}", "presence_all_users_"+level,
+			"{{total_agg}}", "presence_total_"+level)
 		r.stats[g] = rep.Replace(stats)
 		r.totalUsers[g] = rep.Replace(users)
 		r.allUsers[g] = rep.Replace(all)
 		r.bucketSums[g] = rep.Replace(sums)
+		r.totalSums[g] = rep.Replace(totalSums)
 	}
+	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the carried total comes after.
+	peakHours := queries.Must("report_peak_hours.sql")
+	r.peakHoursRooms = strings.NewReplacer("{{sums}}", r.bucketSums[presencestats.Hour], "{{t0}}", "$8").Replace(peakHours)
+	r.peakHoursEvery = strings.NewReplacer("{{sums}}", r.totalSums[presencestats.Hour], "{{t0}}", "$6").Replace(peakHours)
 	return r
 }
 
@@ -129,14 +141,43 @@ type statRow struct {
 	sessionSecondsSum float64
 }
 
-// Stats calls fn for each room and bucket of q, ordered by room then bucket, streaming: rows are
-// not held in memory. Every bucket whose start is in [Truncate(q.Start), q.End) is there, quiet
-// ones included (their counts are the ones carried from before). No rooms in q means every room
-// seen in the aggregates (Rooms). Metrics not asked for are still filled (the caller drops them).
-// Errors: EINVALID for a bad query (unknown granularity, End not after Start), EUNAVAILABLE when
-// the database is unreachable, fn's own error unchanged, EINTERNAL otherwise.
-func (r *Reports) Stats(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) error {
-	return r.scan(ctx, q, func(s statRow) error { return fn(s.ReportRow) })
+// selection is the rooms a report covers, in the database's uuid order (bytewise), each once.
+// every: no rooms were asked for, so rooms is every room the aggregates know, and the queries
+// read the all-rooms aggregates instead of filtering by room.
+type selection struct {
+	rooms []uuid.UUID
+	every bool
+}
+
+// param returns the rooms as a uuid[] parameter: NULL for every room (the SQL then reads all).
+func (s selection) param() []pgtype.UUID {
+	if s.every {
+		return nil
+	}
+	return uuidArray(s.rooms)
+}
+
+// counts returns the rooms' counts in starts, parallel to rooms, and their sum.
+func (s selection) counts(starts map[uuid.UUID]int64) ([]int64, int64) {
+	out := make([]int64, len(s.rooms))
+	var total int64
+	for i, id := range s.rooms {
+		out[i] = starts[id]
+		total += starts[id]
+	}
+	return out, total
+}
+
+func (r *Reports) selectRooms(ctx context.Context, q presencestats.ReportQuery) (selection, error) {
+	sel := selection{rooms: q.RoomIDs, every: len(q.RoomIDs) == 0}
+	if sel.every {
+		var err error
+		if sel.rooms, err = r.Rooms(ctx); err != nil {
+			return sel, err
+		}
+	}
+	sel.rooms = slices.Compact(slices.SortedFunc(slices.Values(sel.rooms), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }))
+	return sel, nil
 }
 
 func (r *Reports) validate(q presencestats.ReportQuery) error {
@@ -149,49 +190,108 @@ func (r *Reports) validate(q presencestats.ReportQuery) error {
 	return nil
 }
 
-func (r *Reports) roomsOf(ctx context.Context, q presencestats.ReportQuery) ([]uuid.UUID, error) {
-	if len(q.RoomIDs) > 0 {
-		return q.RoomIDs, nil
-	}
-	return r.Rooms(ctx)
-}
-
-func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func(statRow) error) error {
+// Stats calls fn for each room and bucket of q, ordered by room then bucket, streaming: rows are
+// not held in memory. Every bucket whose start is in [Truncate(q.Start), q.End) is there, quiet
+// ones included (their counts are the ones carried from before). No rooms in q means every room
+// seen in the aggregates (Rooms). Metrics not asked for are still filled (the caller drops them).
+// Errors: EINVALID for a bad query (unknown granularity, End not after Start), EUNAVAILABLE when
+// the database is unreachable, fn's own error unchanged, EINTERNAL otherwise.
+func (r *Reports) Stats(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) error {
 	if err := r.validate(q); err != nil {
 		return err
 	}
-	rooms, err := r.roomsOf(ctx, q)
+	sel, err := r.selectRooms(ctx, q)
 	if err != nil {
 		return err
 	}
-	// Rooms in the database's uuid order (bytewise), each once: the rows arrive in that order.
-	rooms = slices.Clone(rooms)
-	slices.SortFunc(rooms, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-	rooms = slices.Compact(rooms)
+	starts, err := r.onlineAt(ctx, sel, q.Granularity, q.Granularity.Truncate(q.Start, r.loc))
+	if err != nil {
+		return err
+	}
+	return r.scan(ctx, q, sel, starts, func(s statRow) error { return fn(s.ReportRow) })
+}
+
+// Report is Stats, Totals and (when q asks for peak_hours) PeakHours in one call, as the JSON
+// API answers them: the room list and the counts at the start of the range are read once.
+// Errors: as Stats.
+func (r *Reports) Report(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) ([]presencestats.TotalsRow, []presencestats.PeakHour, error) {
+	if err := r.validate(q); err != nil {
+		return nil, nil, err
+	}
+	sel, err := r.selectRooms(ctx, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	first := q.Granularity.Truncate(q.Start, r.loc)
+	starts, err := r.onlineAt(ctx, sel, q.Granularity, first)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := r.scan(ctx, q, sel, starts, func(s statRow) error { return fn(s.ReportRow) }); err != nil {
+		return nil, nil, err
+	}
+	totals, err := r.totals(ctx, q, sel, starts)
+	if err != nil {
+		return nil, nil, err
+	}
+	var hours []presencestats.PeakHour
+	if q.Wants(presencestats.MetricPeakHours) {
+		if q.Granularity != presencestats.Hour {
+			starts = nil // counted at another bucket start
+		}
+		if hours, err = r.peakHours(ctx, q, sel, starts); err != nil {
+			return nil, nil, err
+		}
+	}
+	return totals, hours, nil
+}
+
+// roomRows is one room's aggregate rows in a range, as parallel arrays in bucket order
+// (report_stats.sql).
+type roomRows struct {
+	room                                           uuid.UUID
+	buckets                                        []time.Time
+	peakIn, onlineEnd, connections, ended, uniques []int64
+	moment, seconds                                []float64
+}
+
+// sortByBucket puts the arrays in bucket order if they are not (array_agg keeps the order of its
+// sorted input, which PostgreSQL does not promise).
+func (rr *roomRows) sortByBucket() {
+	if slices.IsSortedFunc(rr.buckets, time.Time.Compare) {
+		return
+	}
+	idx := make([]int, len(rr.buckets))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return rr.buckets[a].Compare(rr.buckets[b]) })
+	rr.buckets = permute(rr.buckets, idx)
+	rr.peakIn, rr.onlineEnd, rr.connections = permute(rr.peakIn, idx), permute(rr.onlineEnd, idx), permute(rr.connections, idx)
+	rr.ended, rr.uniques = permute(rr.ended, idx), permute(rr.uniques, idx)
+	rr.moment, rr.seconds = permute(rr.moment, idx), permute(rr.seconds, idx)
+}
+
+func permute[T any](s []T, idx []int) []T {
+	out := make([]T, len(idx))
+	for i, j := range idx {
+		out[i] = s[j]
+	}
+	return out
+}
+
+// scan walks every bucket of every selected room, merging in the sparse aggregate rows and
+// carrying each room's count from starts (its count at the first bucket's start).
+func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64, fn func(statRow) error) error {
 	g := q.Granularity
 	first := g.Truncate(q.Start, r.loc)
 	now := r.Now()
-	ids := uuidArray(rooms)
-	onlineStart, err := r.onlineAt(ctx, ids, g, first)
-	if err != nil {
-		return err
-	}
-	rows, err := r.pool.Query(ctx, r.stats[g], ids, first, q.End, bucketWidth[g], r.loc.String(), now)
+	rows, err := r.pool.Query(ctx, r.stats[g], sel.param(), first, q.End, bucketWidth[g], r.loc.String(), now)
 	if err != nil {
 		return pgError(err, "query report stats")
 	}
 	defer rows.Close()
-	// The rows are sparse (buckets with events); walk every bucket of every room, merging them in.
-	type aggRow struct {
-		room               uuid.UUID
-		bucket             time.Time
-		peakIn, onlineEnd  int64
-		moment             float64
-		connections, ended int64
-		seconds            float64
-		uniqueUsers        int64
-	}
-	var next aggRow
+	var next roomRows
 	have := false
 	advance := func() error {
 		have = rows.Next()
@@ -201,29 +301,43 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 			}
 			return nil
 		}
-		if err := rows.Scan(&next.room, &next.bucket, &next.peakIn, &next.onlineEnd, &next.moment,
-			&next.connections, &next.ended, &next.seconds, &next.uniqueUsers); err != nil {
+		if err := rows.Scan(&next.room, &next.buckets, &next.peakIn, &next.onlineEnd, &next.moment,
+			&next.connections, &next.ended, &next.seconds, &next.uniques); err != nil {
 			return pgError(err, "read report stats")
 		}
+		n := len(next.buckets)
+		if len(next.peakIn) != n || len(next.onlineEnd) != n || len(next.moment) != n || len(next.connections) != n ||
+			len(next.ended) != n || len(next.seconds) != n || len(next.uniques) != n {
+			return presencestats.Errorf(presencestats.EINTERNAL, "read report stats: arrays of room %s differ in length", next.room)
+		}
+		next.sortByBucket()
 		return nil
 	}
 	if err := advance(); err != nil {
 		return err
 	}
-	for _, room := range rooms {
-		online := onlineStart[room] // the room's count at the current bucket's start, carried forward
-		for bucket := first; bucket.Before(q.End); bucket = g.Next(bucket) {
-			// Skip rows that cannot match (another room, or a bucket not on this walk).
-			for have && (bytes.Compare(next.room[:], room[:]) < 0 || (next.room == room && next.bucket.Before(bucket))) {
-				if err := advance(); err != nil {
-					return err
-				}
+	for _, room := range sel.rooms {
+		// Skip rooms that are not selected (every room: one that appeared after the room list was read).
+		for have && bytes.Compare(next.room[:], room[:]) < 0 {
+			if err := advance(); err != nil {
+				return err
 			}
+		}
+		var cur *roomRows
+		if have && next.room == room {
+			cur = &next
+		}
+		i := 0
+		online := starts[room] // the room's count at the current bucket's start, carried forward
+		for bucket := first; bucket.Before(q.End); bucket = g.Next(bucket) {
+			for cur != nil && i < len(cur.buckets) && cur.buckets[i].Before(bucket) {
+				i++ // a row not on this walk (cannot happen with buckets of g)
+			}
+			matched := cur != nil && i < len(cur.buckets) && cur.buckets[i].Equal(bucket)
 			s := statRow{ReportRow: presencestats.ReportRow{RoomID: room, Bucket: bucket, Granularity: g}}
-			matched := have && next.room == room && next.bucket.Equal(bucket)
 			if matched {
-				s.TotalConnections, s.UniqueUsers = next.connections, next.uniqueUsers
-				s.sessionsEnded, s.sessionSecondsSum = next.ended, next.seconds
+				s.TotalConnections, s.UniqueUsers = cur.connections[i], cur.uniques[i]
+				s.sessionsEnded, s.sessionSecondsSum = cur.ended[i], cur.seconds[i]
 			}
 			end := g.Next(bucket)
 			if end.After(now) {
@@ -233,8 +347,8 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 				integral := float64(online) * length
 				s.PeakOnline = online
 				if matched {
-					s.PeakOnline = max(s.PeakOnline, next.peakIn)
-					integral += next.moment
+					s.PeakOnline = max(s.PeakOnline, cur.peakIn[i])
+					integral += cur.moment[i]
 				}
 				s.AvgOnline = math.Max(integral/length, 0)
 			}
@@ -242,12 +356,15 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 				s.AvgSessionDuration = s.sessionSecondsSum / float64(s.sessionsEnded)
 			}
 			if matched {
-				online = next.onlineEnd
-				if err := advance(); err != nil {
-					return err
-				}
+				online = cur.onlineEnd[i]
+				i++
 			}
 			if err := fn(s); err != nil {
+				return err
+			}
+		}
+		if cur != nil {
+			if err := advance(); err != nil {
 				return err
 			}
 		}
@@ -255,9 +372,9 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, fn func
 	return nil
 }
 
-// onlineAt returns each room's online count at s, the start of a bucket of g, when it is not 0
-// (report_online_start.sql: the past tiled from fine to coarse levels, each tile bounded).
-func (r *Reports) onlineAt(ctx context.Context, ids []pgtype.UUID, g presencestats.Granularity, s time.Time) (map[uuid.UUID]int64, error) {
+// onlineAt returns each selected room's online count at s, the start of a bucket of g, when it
+// is not 0 (report_online_start.sql: the past tiled from fine to coarse levels, each tile bounded).
+func (r *Reports) onlineAt(ctx context.Context, sel selection, g presencestats.Granularity, s time.Time) (map[uuid.UUID]int64, error) {
 	day, month, year := presencestats.Day.Truncate(s, r.loc), presencestats.Month.Truncate(s, r.loc), presencestats.Year.Truncate(s, r.loc)
 	hourLo, hourHi, dayLo, dayHi, monthLo, monthHi := day, s, month, day, year, month
 	switch g {
@@ -268,12 +385,15 @@ func (r *Reports) onlineAt(ctx context.Context, ids []pgtype.UUID, g presencesta
 	case presencestats.Year:
 		hourLo, hourHi, dayLo, dayHi, monthLo, monthHi = s, s, s, s, s, s
 	}
-	rows, err := r.pool.Query(ctx, r.onlineStart, ids, hourLo, hourHi, dayLo, dayHi, monthLo, monthHi, year)
+	out := map[uuid.UUID]int64{}
+	if len(sel.rooms) == 0 {
+		return out, nil
+	}
+	rows, err := r.pool.Query(ctx, r.onlineStart, uuidArray(sel.rooms), hourLo, hourHi, dayLo, dayHi, monthLo, monthHi, year)
 	if err != nil {
 		return nil, pgError(err, "query report online counts")
 	}
 	defer rows.Close()
-	out := map[uuid.UUID]int64{}
 	for rows.Next() {
 		var id uuid.UUID
 		var n *int64
@@ -300,24 +420,20 @@ type bucketTotal struct {
 	sessionSecondsSum float64
 }
 
-// sums calls fn for every bucket of g in [Truncate(start), end), in order, with the rooms'
-// totals: report_bucket_sums.sql returns the buckets with aggregate rows as changes against the
-// carried total; the quiet buckets in between keep it.
-func (r *Reports) sums(ctx context.Context, rooms []uuid.UUID, g presencestats.Granularity, start, end time.Time, fn func(bucketTotal)) error {
-	ids := uuidArray(rooms)
-	first := g.Truncate(start, r.loc)
-	starts, err := r.onlineAt(ctx, ids, g, first)
-	if err != nil {
-		return err
-	}
-	online := make([]int64, len(rooms)) // parallel to rooms
-	var total int64                     // the rooms' summed count at the current bucket's start
-	for i, id := range rooms {
-		online[i] = starts[id]
-		total += starts[id]
-	}
+// sums calls fn for every bucket of g in [first, end), in order, with the selected rooms'
+// totals, starting from their counts at first (starts): report_bucket_sums.sql (a selection) or
+// report_total_sums.sql (every room) return the buckets with aggregate rows as changes against
+// the carried total; the quiet buckets in between keep it.
+func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time, starts map[uuid.UUID]int64, fn func(bucketTotal)) error {
+	online, total := sel.counts(starts) // total: the rooms' summed count at the current bucket's start
 	now := r.Now()
-	rows, err := r.pool.Query(ctx, r.bucketSums[g], ids, first, online, end, now, bucketWidth[g], r.loc.String())
+	var rows pgx.Rows
+	var err error
+	if sel.every {
+		rows, err = r.pool.Query(ctx, r.totalSums[g], first, end, now, bucketWidth[g], r.loc.String())
+	} else {
+		rows, err = r.pool.Query(ctx, r.bucketSums[g], first, end, now, bucketWidth[g], r.loc.String(), uuidArray(sel.rooms), online)
+	}
 	if err != nil {
 		return pgError(err, "query report totals")
 	}
@@ -355,21 +471,29 @@ func (r *Reports) sums(ctx context.Context, rooms []uuid.UUID, g presencestats.G
 
 // Totals returns the selected rooms together, one row per bucket of q in order, as TotalsRow
 // documents: peaks and averages summed over rooms, unique users counted once across rooms,
-// session duration weighted by the sessions that ended in each room.
+// session duration weighted by the sessions that ended in each room. No rooms in q means every
+// room, read from the all-rooms aggregates (migration 7).
 // Errors: as Stats.
 func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.TotalsRow, error) {
 	if err := r.validate(q); err != nil {
 		return nil, err
 	}
-	everyRoom := len(q.RoomIDs) == 0
-	rooms, err := r.roomsOf(ctx, q)
+	sel, err := r.selectRooms(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	rooms = slices.Compact(slices.SortedFunc(slices.Values(rooms), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }))
+	starts, err := r.onlineAt(ctx, sel, q.Granularity, q.Granularity.Truncate(q.Start, r.loc))
+	if err != nil {
+		return nil, err
+	}
+	return r.totals(ctx, q, sel, starts)
+}
+
+func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64) ([]presencestats.TotalsRow, error) {
+	first := q.Granularity.Truncate(q.Start, r.loc)
 	totals := make([]presencestats.TotalsRow, 0, r.CountBuckets(q))
 	index := map[int64]int{}
-	err = r.sums(ctx, rooms, q.Granularity, q.Start, q.End, func(t bucketTotal) {
+	err := r.sums(ctx, sel, q.Granularity, first, q.End, starts, func(t bucketTotal) {
 		row := presencestats.TotalsRow{Bucket: t.bucket, PeakOnline: t.peak, AvgOnline: t.avg, TotalConnections: t.connections}
 		if t.sessionsEnded > 0 {
 			row.AvgSessionDuration = t.sessionSecondsSum / float64(t.sessionsEnded)
@@ -381,12 +505,11 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 		return nil, err
 	}
 	// Every room: the counts kept by the all-users aggregate; a selection: count its user rows.
-	first := q.Granularity.Truncate(q.Start, r.loc)
 	var rows pgx.Rows
-	if everyRoom {
+	if sel.every {
 		rows, err = r.pool.Query(ctx, r.allUsers[q.Granularity], first, q.End)
 	} else {
-		rows, err = r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(rooms), first, q.End)
+		rows, err = r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(sel.rooms), first, q.End)
 	}
 	if err != nil {
 		return nil, pgError(err, "query report unique users")
@@ -410,37 +533,68 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 
 // PeakHours returns presence by hour of day (0-23 in the report zone) over q's range for the
 // selected rooms together, as PeakHour documents, from the hourly aggregates whatever
-// q.Granularity is (so at most the last 6 months of a range have data). Hours of day that the
-// range does not cover are left out.
+// q.Granularity is. The hours it covers are those of the range that have begun and that the
+// hourly aggregates still keep (6 months); hours of day it does not cover are left out.
 // Errors: EINVALID for End not after Start, otherwise as Stats.
 func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.PeakHour, error) {
 	q.Granularity = presencestats.Hour
 	if err := r.validate(q); err != nil {
 		return nil, err
 	}
-	rooms, err := r.roomsOf(ctx, q)
+	sel, err := r.selectRooms(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	rooms = slices.Compact(slices.SortedFunc(slices.Values(rooms), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }))
-	var avg [24]float64
-	var peak [24]int64
-	var count [24]int
-	err = r.sums(ctx, rooms, presencestats.Hour, q.Start, q.End, func(t bucketTotal) {
-		hour := t.bucket.In(r.loc).Hour()
-		count[hour]++
-		avg[hour] += t.avg
-		peak[hour] = max(peak[hour], t.peak)
-	})
-	if err != nil {
-		return nil, err
+	return r.peakHours(ctx, q, sel, nil)
+}
+
+// peakHours is PeakHours over sel; starts, when not nil, are the rooms' counts at the hour
+// q.Start falls in.
+func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64) ([]presencestats.PeakHour, error) {
+	now := r.Now()
+	from := presencestats.Hour.Truncate(q.Start, r.loc)
+	var horizon *time.Time
+	if err := r.pool.QueryRow(ctx, r.hourlyHorizon, now).Scan(&horizon); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, pgError(err, "query the hourly retention")
 	}
-	out := make([]presencestats.PeakHour, 0, 24)
-	for hour := range 24 {
-		if count[hour] == 0 {
-			continue
+	if horizon != nil && horizon.After(from) {
+		from, starts = presencestats.Hour.Truncate(*horizon, r.loc), nil
+		if from.Before(*horizon) {
+			from = from.Add(time.Hour)
 		}
-		out = append(out, presencestats.PeakHour{Hour: hour, AvgOnline: avg[hour] / float64(count[hour]), PeakOnline: peak[hour]})
+	}
+	out := []presencestats.PeakHour{}
+	if !from.Before(q.End) || !from.Before(now) {
+		return out, nil
+	}
+	if starts == nil {
+		var err error
+		if starts, err = r.onlineAt(ctx, sel, presencestats.Hour, from); err != nil {
+			return nil, err
+		}
+	}
+	online, total := sel.counts(starts)
+	var rows pgx.Rows
+	var err error
+	if sel.every {
+		rows, err = r.pool.Query(ctx, r.peakHoursEvery, from, q.End, now, bucketWidth[presencestats.Hour], r.loc.String(), total)
+	} else {
+		rows, err = r.pool.Query(ctx, r.peakHoursRooms, from, q.End, now, bucketWidth[presencestats.Hour], r.loc.String(),
+			uuidArray(sel.rooms), online, total)
+	}
+	if err != nil {
+		return nil, pgError(err, "query report peak hours")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h presencestats.PeakHour
+		if err := rows.Scan(&h.Hour, &h.AvgOnline, &h.PeakOnline); err != nil {
+			return nil, pgError(err, "read report peak hours")
+		}
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, pgError(err, "read report peak hours")
 	}
 	return out, nil
 }
