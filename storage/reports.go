@@ -31,11 +31,13 @@ type Reports struct {
 	// Now is the clock: a bucket in progress is averaged over [start, Now()). Tests replace it.
 	Now func() time.Time
 
-	stats      map[presencestats.Granularity]string
-	totalUsers map[presencestats.Granularity]string
-	allUsers   map[presencestats.Granularity]string
-	bucketSums map[presencestats.Granularity]string // a selection of rooms
-	totalSums  map[presencestats.Granularity]string // every room
+	stats       map[presencestats.Granularity]string
+	totalUsers  map[presencestats.Granularity]string
+	allUsers    map[presencestats.Granularity]string
+	usersMarks  map[presencestats.Granularity]string
+	recentUsers map[presencestats.Granularity]string
+	bucketSums  map[presencestats.Granularity]string // a selection of rooms
+	totalSums   map[presencestats.Granularity]string // every room
 	// Peak hours of a selection of rooms and of every room (report_peak_hours.sql over the
 	// hourly bucketSums and totalSums).
 	peakHoursRooms, peakHoursEvery    string
@@ -76,11 +78,14 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		onlineStart:   queries.Must("report_online_start.sql"),
 		bucketSums:    map[presencestats.Granularity]string{},
 		totalSums:     map[presencestats.Granularity]string{},
+		usersMarks:    map[presencestats.Granularity]string{},
+		recentUsers:   map[presencestats.Granularity]string{},
 		rooms:         queries.Must("report_rooms.sql"),
 		hourlyHorizon: queries.Must("report_hourly_horizon.sql"),
 	}
 	stats, users, all := queries.Must("report_stats.sql"), queries.Must("report_total_users.sql"), queries.Must("report_all_users.sql")
 	sums, totalSums := queries.Must("report_bucket_sums.sql"), queries.Must("report_total_sums.sql")
+	marks, recent := queries.Must("report_users_marks.sql"), queries.Must("report_recent_users.sql")
 	for g, level := range aggregateLevel {
 		rep := strings.NewReplacer("{{room_agg}}", "presence_room_"+level, "{{user_agg}}", "presence_user_"+level,
 			"{{room_users_agg}}", "presence_room_users_"+level, "{{all_users_agg}}", "presence_all_users_"+level,
@@ -90,6 +95,8 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.allUsers[g] = rep.Replace(all)
 		r.bucketSums[g] = rep.Replace(sums)
 		r.totalSums[g] = rep.Replace(totalSums)
+		r.usersMarks[g] = rep.Replace(marks)
+		r.recentUsers[g] = rep.Replace(recent)
 	}
 	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the carried total comes after.
 	peakHours := queries.Must("report_peak_hours.sql")
@@ -204,11 +211,16 @@ func (r *Reports) Stats(ctx context.Context, q presencestats.ReportQuery, fn fun
 	if err != nil {
 		return err
 	}
-	starts, err := r.onlineAt(ctx, sel, q.Granularity, q.Granularity.Truncate(q.Start, r.loc))
+	first := q.Granularity.Truncate(q.Start, r.loc)
+	starts, err := r.onlineAt(ctx, sel, q.Granularity, first)
 	if err != nil {
 		return err
 	}
-	return r.scan(ctx, q, sel, starts, func(s statRow) error { return fn(s.ReportRow) })
+	recent, err := r.recent(ctx, sel, q.Granularity, first, q.End)
+	if err != nil {
+		return err
+	}
+	return r.scan(ctx, q, sel, starts, recent, func(s statRow) error { return fn(s.ReportRow) })
 }
 
 // Report is Stats, Totals and (when q asks for peak_hours) PeakHours in one call, as the JSON
@@ -227,10 +239,14 @@ func (r *Reports) Report(ctx context.Context, q presencestats.ReportQuery, fn fu
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := r.scan(ctx, q, sel, starts, func(s statRow) error { return fn(s.ReportRow) }); err != nil {
+	recent, err := r.recent(ctx, sel, q.Granularity, first, q.End)
+	if err != nil {
 		return nil, nil, err
 	}
-	totals, err := r.totals(ctx, q, sel, starts)
+	if err := r.scan(ctx, q, sel, starts, recent, func(s statRow) error { return fn(s.ReportRow) }); err != nil {
+		return nil, nil, err
+	}
+	totals, err := r.totals(ctx, q, sel, starts, recent)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -282,7 +298,7 @@ func permute[T any](s []T, idx []int) []T {
 
 // scan walks every bucket of every selected room, merging in the sparse aggregate rows and
 // carrying each room's count from starts (its count at the first bucket's start).
-func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64, fn func(statRow) error) error {
+func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64, recent recentUsers, fn func(statRow) error) error {
 	g := q.Granularity
 	first := g.Truncate(q.Start, r.loc)
 	now := r.Now()
@@ -355,6 +371,9 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel sel
 			if s.sessionsEnded > 0 {
 				s.AvgSessionDuration = s.sessionSecondsSum / float64(s.sessionsEnded)
 			}
+			if !bucket.Before(recent.from) {
+				s.UniqueUsers = recent.rooms[roomBucket{room, bucket.Unix()}]
+			}
 			if matched {
 				online = cur.onlineEnd[i]
 				i++
@@ -406,6 +425,64 @@ func (r *Reports) onlineAt(ctx context.Context, sel selection, g presencestats.G
 	}
 	if err := rows.Err(); err != nil {
 		return nil, pgError(err, "read report online counts")
+	}
+	return out, nil
+}
+
+type roomBucket struct {
+	room   uuid.UUID
+	bucket int64 // Unix seconds
+}
+
+// recentUsers holds the unique users of the buckets from `from` on, which the materialized-only
+// count aggregates do not have yet: per room and bucket, and across the selected rooms per bucket.
+type recentUsers struct {
+	from  time.Time
+	rooms map[roomBucket]int64
+	all   map[int64]int64 // bucket (Unix seconds) -> users across the rooms
+}
+
+// recent counts the unique users of the buckets of g in [first, end) that the count aggregates
+// have not materialized (report_users_marks.sql, report_recent_users.sql): the bucket in
+// progress, and any the refresh policies have not reached.
+func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time) (recentUsers, error) {
+	out := recentUsers{from: first, rooms: map[roomBucket]int64{}, all: map[int64]int64{}}
+	var roomsLast, allLast *time.Time
+	if err := r.pool.QueryRow(ctx, r.usersMarks[g]).Scan(&roomsLast, &allLast); err != nil {
+		return out, pgError(err, "query report unique-user marks")
+	}
+	if roomsLast != nil && allLast != nil {
+		last := *roomsLast
+		if allLast.Before(last) {
+			last = *allLast
+		}
+		if from := g.Next(g.Truncate(last, r.loc)); from.After(first) {
+			out.from = from
+		}
+	}
+	if !out.from.Before(end) {
+		return out, nil
+	}
+	rows, err := r.pool.Query(ctx, r.recentUsers[g], sel.param(), out.from, end)
+	if err != nil {
+		return out, pgError(err, "query recent unique users")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room *uuid.UUID
+		var b time.Time
+		var n int64
+		if err := rows.Scan(&room, &b, &n); err != nil {
+			return out, pgError(err, "read recent unique users")
+		}
+		if room == nil {
+			out.all[b.Unix()] = n
+		} else {
+			out.rooms[roomBucket{*room, b.Unix()}] = n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return out, pgError(err, "read recent unique users")
 	}
 	return out, nil
 }
@@ -482,14 +559,19 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 	if err != nil {
 		return nil, err
 	}
-	starts, err := r.onlineAt(ctx, sel, q.Granularity, q.Granularity.Truncate(q.Start, r.loc))
+	first := q.Granularity.Truncate(q.Start, r.loc)
+	starts, err := r.onlineAt(ctx, sel, q.Granularity, first)
 	if err != nil {
 		return nil, err
 	}
-	return r.totals(ctx, q, sel, starts)
+	recent, err := r.recent(ctx, sel, q.Granularity, first, q.End)
+	if err != nil {
+		return nil, err
+	}
+	return r.totals(ctx, q, sel, starts, recent)
 }
 
-func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64) ([]presencestats.TotalsRow, error) {
+func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64, recent recentUsers) ([]presencestats.TotalsRow, error) {
 	first := q.Granularity.Truncate(q.Start, r.loc)
 	totals := make([]presencestats.TotalsRow, 0, r.CountBuckets(q))
 	index := map[int64]int{}
@@ -504,12 +586,25 @@ func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, sel s
 	if err != nil {
 		return nil, err
 	}
-	// Every room: the counts kept by the all-users aggregate; a selection: count its user rows.
+	// Unique users up to recent.from: every room, the counts kept by the all-users aggregate; a
+	// selection, count its user rows. After it: the recent counts.
+	for b, n := range recent.all {
+		if i, ok := index[b]; ok {
+			totals[i].UniqueUsers = n
+		}
+	}
+	upTo := q.End
+	if recent.from.Before(upTo) {
+		upTo = recent.from
+	}
+	if !first.Before(upTo) {
+		return totals, nil
+	}
 	var rows pgx.Rows
 	if sel.every {
-		rows, err = r.pool.Query(ctx, r.allUsers[q.Granularity], first, q.End)
+		rows, err = r.pool.Query(ctx, r.allUsers[q.Granularity], first, upTo)
 	} else {
-		rows, err = r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(sel.rooms), first, q.End)
+		rows, err = r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(sel.rooms), first, upTo)
 	}
 	if err != nil {
 		return nil, pgError(err, "query report unique users")
