@@ -98,10 +98,11 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.usersMarks[g] = rep.Replace(marks)
 		r.recentUsers[g] = rep.Replace(recent)
 	}
-	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the carried total comes after.
+	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the carried total and the
+	// first hour counted come after.
 	peakHours := queries.Must("report_peak_hours.sql")
-	r.peakHoursRooms = strings.NewReplacer("{{sums}}", r.bucketSums[presencestats.Hour], "{{t0}}", "$8").Replace(peakHours)
-	r.peakHoursEvery = strings.NewReplacer("{{sums}}", r.totalSums[presencestats.Hour], "{{t0}}", "$6").Replace(peakHours)
+	r.peakHoursRooms = strings.NewReplacer("{{sums}}", r.bucketSums[presencestats.Hour], "{{t0}}", "$8", "{{from}}", "$9").Replace(peakHours)
+	r.peakHoursEvery = strings.NewReplacer("{{sums}}", r.totalSums[presencestats.Hour], "{{t0}}", "$6", "{{from}}", "$7").Replace(peakHours)
 	return r
 }
 
@@ -252,10 +253,7 @@ func (r *Reports) Report(ctx context.Context, q presencestats.ReportQuery, fn fu
 	}
 	var hours []presencestats.PeakHour
 	if q.Wants(presencestats.MetricPeakHours) {
-		if q.Granularity != presencestats.Hour {
-			starts = nil // counted at another bucket start
-		}
-		if hours, err = r.peakHours(ctx, q, sel, starts); err != nil {
+		if hours, err = r.peakHours(ctx, q, sel, first, starts); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -265,10 +263,10 @@ func (r *Reports) Report(ctx context.Context, q presencestats.ReportQuery, fn fu
 // roomRows is one room's aggregate rows in a range, as parallel arrays in bucket order
 // (report_stats.sql).
 type roomRows struct {
-	room                                           uuid.UUID
-	buckets                                        []time.Time
-	peakIn, onlineEnd, connections, ended, uniques []int64
-	moment, seconds                                []float64
+	room                                                     uuid.UUID
+	buckets                                                  []time.Time
+	peakIn, onlineEnd, netDelta, connections, ended, uniques []int64
+	moment, seconds                                          []float64 // moment: delta_moment
 }
 
 // sortByBucket puts the arrays in bucket order if they are not (array_agg keeps the order of its
@@ -284,6 +282,7 @@ func (rr *roomRows) sortByBucket() {
 	slices.SortStableFunc(idx, func(a, b int) int { return rr.buckets[a].Compare(rr.buckets[b]) })
 	rr.buckets = permute(rr.buckets, idx)
 	rr.peakIn, rr.onlineEnd, rr.connections = permute(rr.peakIn, idx), permute(rr.onlineEnd, idx), permute(rr.connections, idx)
+	rr.netDelta = permute(rr.netDelta, idx)
 	rr.ended, rr.uniques = permute(rr.ended, idx), permute(rr.uniques, idx)
 	rr.moment, rr.seconds = permute(rr.moment, idx), permute(rr.seconds, idx)
 }
@@ -302,7 +301,7 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel sel
 	g := q.Granularity
 	first := g.Truncate(q.Start, r.loc)
 	now := r.Now()
-	rows, err := r.pool.Query(ctx, r.stats[g], sel.param(), first, q.End, bucketWidth[g], r.loc.String(), now)
+	rows, err := r.pool.Query(ctx, r.stats[g], sel.param(), first, q.End)
 	if err != nil {
 		return pgError(err, "query report stats")
 	}
@@ -317,12 +316,12 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel sel
 			}
 			return nil
 		}
-		if err := rows.Scan(&next.room, &next.buckets, &next.peakIn, &next.onlineEnd, &next.moment,
+		if err := rows.Scan(&next.room, &next.buckets, &next.peakIn, &next.onlineEnd, &next.netDelta, &next.moment,
 			&next.connections, &next.ended, &next.seconds, &next.uniques); err != nil {
 			return pgError(err, "read report stats")
 		}
 		n := len(next.buckets)
-		if len(next.peakIn) != n || len(next.onlineEnd) != n || len(next.moment) != n || len(next.connections) != n ||
+		if len(next.peakIn) != n || len(next.onlineEnd) != n || len(next.netDelta) != n || len(next.moment) != n || len(next.connections) != n ||
 			len(next.ended) != n || len(next.seconds) != n || len(next.uniques) != n {
 			return presencestats.Errorf(presencestats.EINTERNAL, "read report stats: arrays of room %s differ in length", next.room)
 		}
@@ -364,7 +363,8 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel sel
 				s.PeakOnline = online
 				if matched {
 					s.PeakOnline = max(s.PeakOnline, cur.peakIn[i])
-					integral += cur.moment[i]
+					// The bucket's part above N0 (migration 4): net_delta * epoch(end) - delta_moment.
+					integral += float64(cur.netDelta[i])*float64(end.UnixMicro())/1e6 - cur.moment[i]
 				}
 				s.AvgOnline = math.Max(integral/length, 0)
 			}
@@ -640,12 +640,17 @@ func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([
 	if err != nil {
 		return nil, err
 	}
-	return r.peakHours(ctx, q, sel, nil)
+	return r.peakHours(ctx, q, sel, time.Time{}, nil)
 }
 
-// peakHours is PeakHours over sel; starts, when not nil, are the rooms' counts at the hour
-// q.Start falls in.
-func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64) ([]presencestats.PeakHour, error) {
+// peakWalkReuse bounds how far before the range's first hour a peak-hours walk may start to
+// reuse the counts a report read at its first bucket's start (walking a month of hours costs
+// less than reading the rooms' counts again; walking most of a year does not).
+const peakWalkReuse = 32 * 24 * time.Hour
+
+// peakHours is PeakHours over sel. at, when not nil, holds the rooms' counts at the start of the
+// hour bucket `walk` (a report's first bucket); they are reused when walk is not too far back.
+func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, sel selection, walk time.Time, at map[uuid.UUID]int64) ([]presencestats.PeakHour, error) {
 	now := r.Now()
 	from := presencestats.Hour.Truncate(q.Start, r.loc)
 	var horizon *time.Time
@@ -653,7 +658,7 @@ func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, se
 		return nil, pgError(err, "query the hourly retention")
 	}
 	if horizon != nil && horizon.After(from) {
-		from, starts = presencestats.Hour.Truncate(*horizon, r.loc), nil
+		from = presencestats.Hour.Truncate(*horizon, r.loc)
 		if from.Before(*horizon) {
 			from = from.Add(time.Hour)
 		}
@@ -662,7 +667,9 @@ func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, se
 	if !from.Before(q.End) || !from.Before(now) {
 		return out, nil
 	}
-	if starts == nil {
+	starts := at
+	if at == nil || walk.After(from) || from.Sub(walk) > peakWalkReuse || (horizon != nil && horizon.After(walk)) {
+		walk, starts = from, nil
 		var err error
 		if starts, err = r.onlineAt(ctx, sel, presencestats.Hour, from); err != nil {
 			return nil, err
@@ -672,10 +679,10 @@ func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, se
 	var rows pgx.Rows
 	var err error
 	if sel.every {
-		rows, err = r.pool.Query(ctx, r.peakHoursEvery, from, q.End, now, bucketWidth[presencestats.Hour], r.loc.String(), total)
+		rows, err = r.pool.Query(ctx, r.peakHoursEvery, walk, q.End, now, bucketWidth[presencestats.Hour], r.loc.String(), total, from)
 	} else {
-		rows, err = r.pool.Query(ctx, r.peakHoursRooms, from, q.End, now, bucketWidth[presencestats.Hour], r.loc.String(),
-			uuidArray(sel.rooms), online, total)
+		rows, err = r.pool.Query(ctx, r.peakHoursRooms, walk, q.End, now, bucketWidth[presencestats.Hour], r.loc.String(),
+			uuidArray(sel.rooms), online, total, from)
 	}
 	if err != nil {
 		return nil, pgError(err, "query report peak hours")
