@@ -311,6 +311,10 @@ func TestAdminDownloadsMatchJSON(t *testing.T) {
 			if chart = html.UnescapeString(chart); !strings.Contains(chart, "<lineChart>") || !strings.Contains(chart, "'Totals'!$B$2:$B$") {
 				t.Fatalf("xl/charts/chart1.xml is not a line chart of the totals: %.300s", chart)
 			}
+			// A text category axis: a date axis would put every hour of a day on one point.
+			if !strings.Contains(chart, `<auto val="0"></auto>`) || strings.Contains(chart, `<auto val="1">`) {
+				t.Fatalf("xl/charts/chart1.xml: the category axis is not a text axis: %.300s", chart)
+			}
 		})
 	}
 	rows := auditRows(t, pool, e.adminID)

@@ -1,8 +1,10 @@
 package handlers
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -242,6 +244,30 @@ func addOnlineChart(f *excelize.File, q presencestats.ReportQuery, cols []report
 	})
 	if err != nil {
 		return fmt.Errorf("xlsx: chart: %w", err)
+	}
+	return textCategoryAxis(f)
+}
+
+// textCategoryAxis makes the chart's category axis a text axis. excelize writes
+// <c:auto val="1"/>, which lets Excel and LibreOffice turn an axis of date cells into a date
+// axis counted in days: every hour of a day then lands on the same point (seen in LibreOffice
+// with an hourly report). The buckets are contiguous, so evenly spaced categories are right at
+// every granularity. excelize has no option for it; its chart parts are in File.Pkg until Write.
+func textCategoryAxis(f *excelize.File) error {
+	const auto, text = "<auto val=\"1\"></auto>", "<auto val=\"0\"></auto>"
+	changed := 0
+	f.Pkg.Range(func(k, v any) bool {
+		name, _ := k.(string)
+		b, ok := v.([]byte)
+		if !ok || !strings.HasPrefix(name, "xl/charts/chart") || !bytes.Contains(b, []byte(auto)) {
+			return true
+		}
+		f.Pkg.Store(name, bytes.ReplaceAll(b, []byte(auto), []byte(text)))
+		changed++
+		return true
+	})
+	if changed == 0 {
+		return fmt.Errorf("xlsx: chart: no category axis to make a text axis (excelize changed its output?)")
 	}
 	return nil
 }
