@@ -3,6 +3,13 @@
 -- reports read is derived from it by continuous aggregates (later migrations).
 
 -- +goose Up
+-- The table and its conversion to a hypertable are one statement (a DO block): create_hypertable
+-- refuses a table with rows, and in a migration without a transaction a collector already
+-- retrying its inserts (another instance, or one started before the database was restored) could
+-- otherwise write between the two.
+-- +goose StatementBegin
+DO $$
+BEGIN
 CREATE TABLE presence_events (
     event_id        uuid             NOT NULL,
     ts              timestamptz      NOT NULL,
@@ -24,8 +31,10 @@ CREATE TABLE presence_events (
     -- TimescaleDB requires the time column in every unique key.
     CONSTRAINT presence_events_event_key UNIQUE (event_id, ts)
 );
-
-SELECT create_hypertable('presence_events', by_range('ts', INTERVAL '1 day'));
+PERFORM create_hypertable('presence_events', by_range('ts', INTERVAL '1 day'));
+END
+$$;
+-- +goose StatementEnd
 
 CREATE INDEX presence_events_room_ts_idx ON presence_events (room_id, ts DESC);
 
