@@ -19,13 +19,9 @@ type ReportSource interface {
 	// Stats calls fn for every selected room and bucket of q's range, ordered by room then
 	// bucket, buckets without events included. It stops at fn's first error and returns it.
 	Stats(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) error
-	// Report is Stats, Totals and, when q wants peak_hours, PeakHours in one call (the JSON
-	// answer), sharing what they have in common.
+	// Report is Stats, then the selected rooms together per bucket (totals) and, when q wants
+	// peak_hours, presence by hour of day, in one call sharing what they have in common.
 	Report(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) ([]presencestats.TotalsRow, []presencestats.PeakHour, error)
-	// Totals returns the selected rooms together, per bucket.
-	Totals(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.TotalsRow, error)
-	// PeakHours returns presence by hour of day over q's range.
-	PeakHours(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.PeakHour, error)
 	// Rooms returns every room the aggregates know.
 	Rooms(ctx context.Context) ([]uuid.UUID, error)
 }

@@ -272,14 +272,6 @@ func (f *fakeReports) Report(ctx context.Context, q presencestats.ReportQuery, f
 	return nil, nil, f.Stats(ctx, q, fn)
 }
 
-func (f *fakeReports) Totals(context.Context, presencestats.ReportQuery) ([]presencestats.TotalsRow, error) {
-	return nil, nil
-}
-
-func (f *fakeReports) PeakHours(context.Context, presencestats.ReportQuery) ([]presencestats.PeakHour, error) {
-	return nil, nil
-}
-
 func (f *fakeReports) Rooms(context.Context) ([]uuid.UUID, error) {
 	return []uuid.UUID{uuid.New()}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,7 +90,11 @@ func (a *Admin) buildXLSX(c *gin.Context, q presencestats.ReportQuery) (*exceliz
 		return f, fmt.Errorf("xlsx: stats header: %w", err)
 	}
 	row := 1
-	err = a.reports.Stats(ctx, q, func(r presencestats.ReportRow) error {
+	// Report, not Stats then Totals: the room list, the start counts and the unique users of the
+	// buckets in progress are read once. The workbook has no peak hours.
+	noPeakHours := q
+	noPeakHours.Metrics = slices.DeleteFunc(slices.Clone(q.Metrics), func(m presencestats.Metric) bool { return m == presencestats.MetricPeakHours })
+	totals, _, err := a.reports.Report(ctx, noPeakHours, func(r presencestats.ReportRow) error {
 		row++
 		v := metricValues{r.PeakOnline, r.TotalConnections, r.UniqueUsers, r.AvgOnline, r.AvgSessionDuration}
 		cells := []any{
@@ -111,10 +116,6 @@ func (a *Admin) buildXLSX(c *gin.Context, q presencestats.ReportQuery) (*exceliz
 	}
 
 	// Sheet 2: the totals.
-	totals, err := a.reports.Totals(ctx, q)
-	if err != nil {
-		return f, err
-	}
 	if _, err := f.NewSheet(SheetTotals); err != nil {
 		return f, fmt.Errorf("xlsx: totals sheet: %w", err)
 	}
