@@ -414,6 +414,28 @@ func TestHistoryOracle(t *testing.T) {
 				t.Fatalf("peak hours of every room differ from those of the rooms listed:\n got  %+v\n want %+v", got, want)
 			}
 		})
+		t.Run("peak hours start at the hourly retention", func(t *testing.T) {
+			// presence_room_hourly keeps 6 months: a range starting a year back counts the hours
+			// from the first whole hour after now - 6 months, like a range starting there.
+			horizon := sc.now.UTC().AddDate(0, -6, 0)
+			from := presencestats.Hour.Truncate(horizon, loc)
+			if from.Before(horizon) {
+				from = from.Add(time.Hour)
+			}
+			for _, rooms := range [][]uuid.UUID{sc.rooms, nil} {
+				got, err := reports.PeakHours(ctx, presencestats.ReportQuery{RoomIDs: rooms, Start: sc.now.AddDate(-1, 0, 0), End: sc.now})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := reports.PeakHours(ctx, presencestats.ReportQuery{RoomIDs: rooms, Start: from, End: sc.now})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != 24 || !slices.Equal(got, want) {
+					t.Fatalf("peak hours from a year back (rooms %d):\n got  %+v\n want %+v", len(rooms), got, want)
+				}
+			}
+		})
 		t.Run("all rooms", func(t *testing.T) {
 			rooms, err := reports.Rooms(ctx)
 			if err != nil {
