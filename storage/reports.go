@@ -205,55 +205,57 @@ func (r *Reports) validate(q presencestats.ReportQuery) error {
 // Errors: EINVALID for a bad query (unknown granularity, End not after Start), EUNAVAILABLE when
 // the database is unreachable, fn's own error unchanged, EINTERNAL otherwise.
 func (r *Reports) Stats(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) error {
+	b, err := r.begin(ctx, q)
+	if err != nil {
+		return err
+	}
+	return r.scan(ctx, q, b, func(s statRow) error { return fn(s.ReportRow) })
+}
+
+// reportBase is what the parts of a report share, read once per report (begin).
+type reportBase struct {
+	sel    selection
+	first  time.Time           // the first bucket's start
+	starts map[uuid.UUID]int64 // the rooms' counts at first
+	recent recentUsers
+}
+
+// begin validates q and reads what Stats, Totals and Report all need.
+func (r *Reports) begin(ctx context.Context, q presencestats.ReportQuery) (reportBase, error) {
+	var b reportBase
 	if err := r.validate(q); err != nil {
-		return err
+		return b, err
 	}
-	sel, err := r.selectRooms(ctx, q)
-	if err != nil {
-		return err
+	var err error
+	if b.sel, err = r.selectRooms(ctx, q); err != nil {
+		return b, err
 	}
-	first := q.Granularity.Truncate(q.Start, r.loc)
-	starts, err := r.onlineAt(ctx, sel, q.Granularity, first)
-	if err != nil {
-		return err
+	b.first = q.Granularity.Truncate(q.Start, r.loc)
+	if b.starts, err = r.onlineAt(ctx, b.sel, q.Granularity, b.first); err != nil {
+		return b, err
 	}
-	recent, err := r.recent(ctx, sel, q.Granularity, first, q.End)
-	if err != nil {
-		return err
-	}
-	return r.scan(ctx, q, sel, starts, recent, func(s statRow) error { return fn(s.ReportRow) })
+	b.recent, err = r.recent(ctx, b.sel, q.Granularity, b.first, q.End)
+	return b, err
 }
 
 // Report is Stats, Totals and (when q asks for peak_hours) PeakHours in one call, as the JSON
 // API answers them: the room list and the counts at the start of the range are read once.
 // Errors: as Stats.
 func (r *Reports) Report(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) ([]presencestats.TotalsRow, []presencestats.PeakHour, error) {
-	if err := r.validate(q); err != nil {
-		return nil, nil, err
-	}
-	sel, err := r.selectRooms(ctx, q)
+	b, err := r.begin(ctx, q)
 	if err != nil {
 		return nil, nil, err
 	}
-	first := q.Granularity.Truncate(q.Start, r.loc)
-	starts, err := r.onlineAt(ctx, sel, q.Granularity, first)
-	if err != nil {
+	if err := r.scan(ctx, q, b, func(s statRow) error { return fn(s.ReportRow) }); err != nil {
 		return nil, nil, err
 	}
-	recent, err := r.recent(ctx, sel, q.Granularity, first, q.End)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := r.scan(ctx, q, sel, starts, recent, func(s statRow) error { return fn(s.ReportRow) }); err != nil {
-		return nil, nil, err
-	}
-	totals, err := r.totals(ctx, q, sel, starts, recent)
+	totals, err := r.totals(ctx, q, b)
 	if err != nil {
 		return nil, nil, err
 	}
 	var hours []presencestats.PeakHour
 	if q.Wants(presencestats.MetricPeakHours) {
-		if hours, err = r.peakHours(ctx, q, sel, first, starts); err != nil {
+		if hours, err = r.peakHours(ctx, q, b.sel, b.first, b.starts); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -297,11 +299,10 @@ func permute[T any](s []T, idx []int) []T {
 
 // scan walks every bucket of every selected room, merging in the sparse aggregate rows and
 // carrying each room's count from starts (its count at the first bucket's start).
-func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64, recent recentUsers, fn func(statRow) error) error {
-	g := q.Granularity
-	first := g.Truncate(q.Start, r.loc)
+func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b reportBase, fn func(statRow) error) error {
+	g, first, recent := q.Granularity, b.first, b.recent
 	now := r.Now()
-	rows, err := r.pool.Query(ctx, r.stats[g], sel.param(), first, q.End)
+	rows, err := r.pool.Query(ctx, r.stats[g], b.sel.param(), first, q.End)
 	if err != nil {
 		return pgError(err, "query report stats")
 	}
@@ -331,7 +332,7 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel sel
 	if err := advance(); err != nil {
 		return err
 	}
-	for _, room := range sel.rooms {
+	for _, room := range b.sel.rooms {
 		// Skip rooms that are not selected (every room: one that appeared after the room list was read).
 		for have && bytes.Compare(next.room[:], room[:]) < 0 {
 			if err := advance(); err != nil {
@@ -343,7 +344,7 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, sel sel
 			cur = &next
 		}
 		i := 0
-		online := starts[room] // the room's count at the current bucket's start, carried forward
+		online := b.starts[room] // the room's count at the current bucket's start, carried forward
 		for bucket := first; bucket.Before(q.End); bucket = g.Next(bucket) {
 			for cur != nil && i < len(cur.buckets) && cur.buckets[i].Before(bucket) {
 				i++ // a row not on this walk (cannot happen with buckets of g)
@@ -552,30 +553,18 @@ func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granu
 // room, read from the all-rooms aggregates (migration 7).
 // Errors: as Stats.
 func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]presencestats.TotalsRow, error) {
-	if err := r.validate(q); err != nil {
-		return nil, err
-	}
-	sel, err := r.selectRooms(ctx, q)
+	b, err := r.begin(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	first := q.Granularity.Truncate(q.Start, r.loc)
-	starts, err := r.onlineAt(ctx, sel, q.Granularity, first)
-	if err != nil {
-		return nil, err
-	}
-	recent, err := r.recent(ctx, sel, q.Granularity, first, q.End)
-	if err != nil {
-		return nil, err
-	}
-	return r.totals(ctx, q, sel, starts, recent)
+	return r.totals(ctx, q, b)
 }
 
-func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, sel selection, starts map[uuid.UUID]int64, recent recentUsers) ([]presencestats.TotalsRow, error) {
-	first := q.Granularity.Truncate(q.Start, r.loc)
+func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b reportBase) ([]presencestats.TotalsRow, error) {
+	sel, first, recent := b.sel, b.first, b.recent
 	totals := make([]presencestats.TotalsRow, 0, r.CountBuckets(q))
 	index := map[int64]int{}
-	err := r.sums(ctx, sel, q.Granularity, first, q.End, starts, func(t bucketTotal) {
+	err := r.sums(ctx, sel, q.Granularity, first, q.End, b.starts, func(t bucketTotal) {
 		row := presencestats.TotalsRow{Bucket: t.bucket, PeakOnline: t.peak, AvgOnline: t.avg, TotalConnections: t.connections}
 		if t.sessionsEnded > 0 {
 			row.AvgSessionDuration = t.sessionSecondsSum / float64(t.sessionsEnded)
@@ -588,8 +577,8 @@ func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, sel s
 	}
 	// Unique users up to recent.from: every room, the counts kept by the all-users aggregate; a
 	// selection, count its user rows. After it: the recent counts.
-	for b, n := range recent.all {
-		if i, ok := index[b]; ok {
+	for bucket, n := range recent.all {
+		if i, ok := index[bucket]; ok {
 			totals[i].UniqueUsers = n
 		}
 	}
@@ -611,12 +600,12 @@ func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, sel s
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var b time.Time
+		var bucket time.Time
 		var n int64
-		if err := rows.Scan(&b, &n); err != nil {
+		if err := rows.Scan(&bucket, &n); err != nil {
 			return nil, pgError(err, "read report unique users")
 		}
-		if i, ok := index[b.Unix()]; ok {
+		if i, ok := index[bucket.Unix()]; ok {
 			totals[i].UniqueUsers = n
 		}
 	}
