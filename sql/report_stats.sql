@@ -1,4 +1,5 @@
--- Per room, the buckets with aggregate rows as parallel arrays in bucket order, one row per room in
+-- Per room, the buckets with aggregate rows as parallel arrays in bucket order (each array_agg
+-- orders by bucket; PostgreSQL sorts the input once for all of them), one row per room in
 -- room order (a row per room, not per room and bucket: on the WebAssembly build the cost of a
 -- report is mostly the number of rows it returns). Sparse: storage/reports.go fills the quiet
 -- buckets, where the room keeps its count, and rooms without rows in the range.
@@ -27,18 +28,17 @@ WITH agg AS (
     SELECT a.*, coalesce(u.unique_users, 0)::bigint AS unique_users
     FROM agg AS a
     LEFT JOIN users AS u ON u.room_id = a.room_id AND u.bucket = a.bucket
-    ORDER BY a.room_id, a.bucket
 )
 SELECT room_id,
-       array_agg(bucket)              AS buckets,
-       array_agg(peak_in)             AS peak_in,
-       array_agg(online_end)          AS online_end,
-       array_agg(net_delta)           AS net_delta,
-       array_agg(delta_moment)        AS delta_moment,
-       array_agg(connections)         AS connections,
-       array_agg(sessions_ended)      AS sessions_ended,
-       array_agg(session_seconds_sum) AS session_seconds_sum,
-       array_agg(unique_users)        AS unique_users
+       array_agg(bucket ORDER BY bucket) AS buckets,
+       array_agg(peak_in ORDER BY bucket) AS peak_in,
+       array_agg(online_end ORDER BY bucket) AS online_end,
+       array_agg(net_delta ORDER BY bucket) AS net_delta,
+       array_agg(delta_moment ORDER BY bucket) AS delta_moment,
+       array_agg(connections ORDER BY bucket) AS connections,
+       array_agg(sessions_ended ORDER BY bucket) AS sessions_ended,
+       array_agg(session_seconds_sum ORDER BY bucket) AS session_seconds_sum,
+       array_agg(unique_users ORDER BY bucket) AS unique_users
 FROM joined
 GROUP BY room_id
 ORDER BY room_id

@@ -271,32 +271,6 @@ type roomRows struct {
 	moment, seconds                                          []float64 // moment: delta_moment
 }
 
-// sortByBucket puts the arrays in bucket order if they are not (array_agg keeps the order of its
-// sorted input, which PostgreSQL does not promise).
-func (rr *roomRows) sortByBucket() {
-	if slices.IsSortedFunc(rr.buckets, time.Time.Compare) {
-		return
-	}
-	idx := make([]int, len(rr.buckets))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortStableFunc(idx, func(a, b int) int { return rr.buckets[a].Compare(rr.buckets[b]) })
-	rr.buckets = permute(rr.buckets, idx)
-	rr.peakIn, rr.onlineEnd, rr.connections = permute(rr.peakIn, idx), permute(rr.onlineEnd, idx), permute(rr.connections, idx)
-	rr.netDelta = permute(rr.netDelta, idx)
-	rr.ended, rr.uniques = permute(rr.ended, idx), permute(rr.uniques, idx)
-	rr.moment, rr.seconds = permute(rr.moment, idx), permute(rr.seconds, idx)
-}
-
-func permute[T any](s []T, idx []int) []T {
-	out := make([]T, len(idx))
-	for i, j := range idx {
-		out[i] = s[j]
-	}
-	return out
-}
-
 // scan walks every bucket of every selected room, merging in the sparse aggregate rows and
 // carrying each room's count from starts (its count at the first bucket's start).
 func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b reportBase, fn func(statRow) error) error {
@@ -326,7 +300,6 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b repor
 			len(next.ended) != n || len(next.seconds) != n || len(next.uniques) != n {
 			return presencestats.Errorf(presencestats.EINTERNAL, "read report stats: arrays of room %s differ in length", next.room)
 		}
-		next.sortByBucket()
 		return nil
 	}
 	if err := advance(); err != nil {
