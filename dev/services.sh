@@ -126,7 +126,7 @@ test)
   start_redis "$tmp/redis" "$rport" no
   tport=$(start_tsdb "$tmp/tsdb.log" "$tmp/tsdb.pid" 0)
   export TEST_REDIS_URL="redis://127.0.0.1:$rport/0"
-  export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$tport/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=exec"
+  export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$tport/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=cache_describe"
   say "throw-away Redis on $rport, TimescaleDB on $tport"
   set +e
   "$@"

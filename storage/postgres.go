@@ -18,7 +18,7 @@ import (
 
 // OpenPool connects to PostgreSQL/TimescaleDB. Pool size and query mode come from the DSN
 // (pool_max_conns, default_query_exec_mode): the local WebAssembly build wants
-// pool_max_conns=1 and default_query_exec_mode=exec, a real server neither.
+// pool_max_conns=1 and default_query_exec_mode=cache_describe, a real server neither.
 func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {

@@ -133,7 +133,7 @@ func (r *Reports) CountBuckets(q presencestats.ReportQuery) int {
 	return q.Granularity.CountBuckets(q.Start, q.End, r.loc, 0)
 }
 
-// uuidArray converts ids for a uuid[] parameter (pgx in exec mode cannot encode []uuid.UUID).
+// uuidArray converts ids for a uuid[] parameter (pgx cannot encode []uuid.UUID as uuid[] in every query mode).
 func uuidArray(ids []uuid.UUID) []pgtype.UUID {
 	out := make([]pgtype.UUID, len(ids))
 	for i, id := range ids {

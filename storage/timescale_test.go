@@ -22,7 +22,7 @@ func TestTimescaleFrontConcurrentClients(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ts := storagetest.StartTimescale(t, 0)
-	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&default_query_exec_mode=exec", ts.Port)
+	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&default_query_exec_mode=cache_describe", ts.Port)
 
 	setup, err := pgx.Connect(ctx, dsn)
 	if err != nil {

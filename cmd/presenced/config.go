@@ -51,7 +51,7 @@ type Config struct {
 
 // Defaults point at the services that `make services-up` starts.
 const (
-	DefaultDatabaseURL = "postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=exec"
+	DefaultDatabaseURL = "postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=cache_describe"
 	DefaultRedisURL    = "redis://127.0.0.1:6380/0"
 )
 

@@ -10,7 +10,8 @@
 //     session stays that client's: others wait;
 //   - a client that disconnects inside a transaction has it rolled back.
 // Session state (SET, temp tables, named prepared statements) is shared by all clients: use
-// default_query_exec_mode=exec in pgx DSNs. COPY is not supported by PGlite.
+// default_query_exec_mode=cache_describe (or exec) in pgx DSNs: each query is then one group on the
+// unnamed statement. COPY is not supported by PGlite.
 // Client traffic is forwarded as bytes, and PGlite's own JavaScript parse of every reply message
 // is skipped for it (see forwardRaw): that parse was ~90% of the cost of a large result.
 //

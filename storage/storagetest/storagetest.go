@@ -57,7 +57,7 @@ type Timescale struct {
 
 // DSN returns a pgx DSN for the instance, sized for its single session.
 func (ts *Timescale) DSN() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=exec", ts.Port)
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=cache_describe", ts.Port)
 }
 
 // Stop kills the instance (as a crash would) and waits for it to exit.
