@@ -53,6 +53,18 @@ var aggregateLevel = map[presencestats.Granularity]string{
 	presencestats.Year:  "yearly",
 }
 
+// recentUserLevels names, per report granularity, the per-user aggregates whose rows count the
+// unique users of buckets not materialized yet (report_recent_users.sql): coarse ones up to the
+// month in progress (only a year holds whole months), fine ones from there. Each tiles the
+// report's buckets exactly.
+var recentUserLevels = map[presencestats.Granularity][2]string{
+	presencestats.Hour:  {"hourly", "hourly"},
+	presencestats.Day:   {"hourly", "hourly"},
+	presencestats.Week:  {"daily", "daily"},
+	presencestats.Month: {"daily", "daily"},
+	presencestats.Year:  {"monthly", "daily"},
+}
+
 // bucketWidth is each granularity as a PostgreSQL interval, for generate_series in the zone.
 var bucketWidth = map[presencestats.Granularity]string{
 	presencestats.Hour:  "1 hour",
@@ -96,7 +108,9 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.bucketSums[g] = rep.Replace(sums)
 		r.totalSums[g] = rep.Replace(totalSums)
 		r.usersMarks[g] = rep.Replace(marks)
-		r.recentUsers[g] = rep.Replace(recent)
+		levels := recentUserLevels[g]
+		r.recentUsers[g] = strings.NewReplacer("{{coarse_agg}}", "presence_user_"+levels[0],
+			"{{fine_agg}}", "presence_user_"+levels[1]).Replace(recent)
 	}
 	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the carried total and the
 	// first hour counted come after.
@@ -437,7 +451,18 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 	if !out.from.Before(end) {
 		return out, nil
 	}
-	rows, err := r.pool.Query(ctx, r.recentUsers[g], sel.param(), out.from, end)
+	// The report buckets from out.from are those starting before end; hi is where the last ends.
+	// A year's months before the one in progress are counted from monthly rows, the rest from daily.
+	hi := g.Next(g.Truncate(end.Add(-time.Nanosecond), r.loc))
+	split := out.from
+	if g == presencestats.Year {
+		if split = presencestats.Month.Truncate(r.Now(), r.loc); split.Before(out.from) {
+			split = out.from
+		} else if split.After(hi) {
+			split = hi
+		}
+	}
+	rows, err := r.pool.Query(ctx, r.recentUsers[g], sel.param(), out.from, split, hi, bucketWidth[g], r.loc.String())
 	if err != nil {
 		return out, pgError(err, "query recent unique users")
 	}
