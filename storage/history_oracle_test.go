@@ -438,6 +438,11 @@ func TestHistoryOracle(t *testing.T) {
 				if len(got) != 24 || !slices.Equal(got, want) {
 					t.Fatalf("peak hours from a year back (rooms %d):\n got  %+v\n want %+v", len(rooms), got, want)
 				}
+				// A report over that year walks its peak hours from the end of its last bucket
+				// (every room) or reads the counts at the horizon (rooms listed): the same hours.
+				for _, g := range []presencestats.Granularity{presencestats.Day, presencestats.Month} {
+					checkReport(ctx, t, reports, presencestats.ReportQuery{RoomIDs: rooms, Start: sc.now.AddDate(-1, 0, 0), End: sc.now, Granularity: g})
+				}
 			}
 		})
 		t.Run("all rooms", func(t *testing.T) {

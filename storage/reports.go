@@ -112,11 +112,13 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.recentUsers[g] = strings.NewReplacer("{{coarse_agg}}", "presence_user_"+levels[0],
 			"{{fine_agg}}", "presence_user_"+levels[1]).Replace(recent)
 	}
-	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the carried total and the
-	// first hour counted come after.
+	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the anchors of the walk
+	// and the hours counted come after.
 	peakHours := queries.Must("report_peak_hours.sql")
-	r.peakHoursRooms = strings.NewReplacer("{{sums}}", r.bucketSums[presencestats.Hour], "{{t0}}", "$8", "{{from}}", "$9").Replace(peakHours)
-	r.peakHoursEvery = strings.NewReplacer("{{sums}}", r.totalSums[presencestats.Hour], "{{t0}}", "$6", "{{from}}", "$7").Replace(peakHours)
+	r.peakHoursRooms = strings.NewReplacer("{{sums}}", r.bucketSums[presencestats.Hour],
+		"{{t0}}", "$8", "{{from}}", "$9", "{{tend}}", "$10", "{{until}}", "$11").Replace(peakHours)
+	r.peakHoursEvery = strings.NewReplacer("{{sums}}", r.totalSums[presencestats.Hour],
+		"{{t0}}", "$6", "{{from}}", "$7", "{{tend}}", "$8", "{{until}}", "$9").Replace(peakHours)
 	return r
 }
 
@@ -263,13 +265,13 @@ func (r *Reports) Report(ctx context.Context, q presencestats.ReportQuery, fn fu
 	if err := r.scan(ctx, q, b, func(s statRow) error { return fn(s.ReportRow) }); err != nil {
 		return nil, nil, err
 	}
-	totals, err := r.totals(ctx, q, b)
+	totals, last, err := r.totals(ctx, q, b)
 	if err != nil {
 		return nil, nil, err
 	}
 	var hours []presencestats.PeakHour
 	if q.Wants(presencestats.MetricPeakHours) {
-		if hours, err = r.peakHours(ctx, q, b.sel, b.first, b.starts); err != nil {
+		if hours, err = r.peakHours(ctx, q, b.sel, &knownCounts{first: b.first, starts: b.starts, last: last}); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -499,8 +501,9 @@ type bucketTotal struct {
 // sums calls fn for every bucket of g in [first, end), in order, with the selected rooms'
 // totals, starting from their counts at first (starts): report_bucket_sums.sql (a selection) or
 // report_total_sums.sql (every room) return the buckets with aggregate rows as changes against
-// the carried total; the quiet buckets in between keep it.
-func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time, starts map[uuid.UUID]int64, fn func(bucketTotal)) error {
+// the carried total; the quiet buckets in between keep it. It returns the carried total at the
+// end of the last bucket.
+func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time, starts map[uuid.UUID]int64, fn func(bucketTotal)) (countAt, error) {
 	online, total := sel.counts(starts) // total: the rooms' summed count at the current bucket's start
 	now := r.Now()
 	var rows pgx.Rows
@@ -511,7 +514,7 @@ func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granu
 		rows, err = r.pool.Query(ctx, r.bucketSums[g], first, end, now, bucketWidth[g], r.loc.String(), uuidArray(sel.rooms), online)
 	}
 	if err != nil {
-		return pgError(err, "query report totals")
+		return countAt{}, pgError(err, "query report totals")
 	}
 	defer rows.Close()
 	type change struct {
@@ -525,14 +528,15 @@ func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granu
 		var b time.Time
 		var c change
 		if err := rows.Scan(&b, &c.d, &c.p, &c.a, &c.conns, &c.ended, &c.seconds); err != nil {
-			return pgError(err, "read report totals")
+			return countAt{}, pgError(err, "read report totals")
 		}
 		changes[b.Unix()] = c
 	}
 	if err := rows.Err(); err != nil {
-		return pgError(err, "read report totals")
+		return countAt{}, pgError(err, "read report totals")
 	}
-	for b := first; b.Before(end); b = g.Next(b) {
+	b := first
+	for ; b.Before(end); b = g.Next(b) {
 		c := changes[b.Unix()]
 		t := bucketTotal{bucket: b, connections: c.conns, sessionsEnded: c.ended, sessionSecondsSum: c.seconds}
 		if b.Before(now) { // a bucket not begun yet counts as zero, as in Stats
@@ -542,7 +546,13 @@ func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granu
 		fn(t)
 		total += c.d
 	}
-	return nil
+	return countAt{at: b, total: total}, nil
+}
+
+// countAt is the selected rooms' summed online count at a time.
+type countAt struct {
+	at    time.Time
+	total int64
 }
 
 // Totals returns the selected rooms together, one row per bucket of q in order, as TotalsRow
@@ -555,14 +565,16 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 	if err != nil {
 		return nil, err
 	}
-	return r.totals(ctx, q, b)
+	totals, _, err := r.totals(ctx, q, b)
+	return totals, err
 }
 
-func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b reportBase) ([]presencestats.TotalsRow, error) {
+// totals is Totals over b; it also returns the rooms' summed count at the end of the last bucket.
+func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b reportBase) ([]presencestats.TotalsRow, countAt, error) {
 	sel, first, recent := b.sel, b.first, b.recent
 	totals := make([]presencestats.TotalsRow, 0, r.CountBuckets(q))
 	index := map[int64]int{}
-	err := r.sums(ctx, sel, q.Granularity, first, q.End, b.starts, func(t bucketTotal) {
+	last, err := r.sums(ctx, sel, q.Granularity, first, q.End, b.starts, func(t bucketTotal) {
 		row := presencestats.TotalsRow{Bucket: t.bucket, PeakOnline: t.peak, AvgOnline: t.avg, TotalConnections: t.connections}
 		if t.sessionsEnded > 0 {
 			row.AvgSessionDuration = t.sessionSecondsSum / float64(t.sessionsEnded)
@@ -571,7 +583,7 @@ func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b rep
 		totals = append(totals, row)
 	})
 	if err != nil {
-		return nil, err
+		return nil, last, err
 	}
 	// Unique users up to recent.from: every room, the counts kept by the all-users aggregate; a
 	// selection, count its user rows. After it: the recent counts.
@@ -585,7 +597,7 @@ func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b rep
 		upTo = recent.from
 	}
 	if !first.Before(upTo) {
-		return totals, nil
+		return totals, last, nil
 	}
 	var rows pgx.Rows
 	if sel.every {
@@ -594,23 +606,23 @@ func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b rep
 		rows, err = r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(sel.rooms), first, upTo)
 	}
 	if err != nil {
-		return nil, pgError(err, "query report unique users")
+		return nil, last, pgError(err, "query report unique users")
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var bucket time.Time
 		var n int64
 		if err := rows.Scan(&bucket, &n); err != nil {
-			return nil, pgError(err, "read report unique users")
+			return nil, last, pgError(err, "read report unique users")
 		}
 		if i, ok := index[bucket.Unix()]; ok {
 			totals[i].UniqueUsers = n
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, pgError(err, "read report unique users")
+		return nil, last, pgError(err, "read report unique users")
 	}
-	return totals, nil
+	return totals, last, nil
 }
 
 // PeakHours returns presence by hour of day (0-23 in the report zone) over q's range for the
@@ -627,7 +639,7 @@ func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([
 	if err != nil {
 		return nil, err
 	}
-	return r.peakHours(ctx, q, sel, time.Time{}, nil)
+	return r.peakHours(ctx, q, sel, nil)
 }
 
 // peakWalkReuse bounds how far before the range's first hour a peak-hours walk may start to
@@ -635,9 +647,20 @@ func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([
 // less than reading the rooms' counts again; walking most of a year does not).
 const peakWalkReuse = 32 * 24 * time.Hour
 
-// peakHours is PeakHours over sel. at, when not nil, holds the rooms' counts at the start of the
-// hour bucket `walk` (a report's first bucket); they are reused when walk is not too far back.
-func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, sel selection, walk time.Time, at map[uuid.UUID]int64) ([]presencestats.PeakHour, error) {
+// knownCounts is what a report has already read of the selected rooms' counts when it comes to
+// peak hours: each room's count at its first bucket's start, and their sum at its last's end.
+type knownCounts struct {
+	first  time.Time
+	starts map[uuid.UUID]int64
+	last   countAt
+}
+
+// peakHours is PeakHours over sel. A report passes what it knows (known, else nil): the walk over
+// the hours then starts at the report's first bucket when that is not too far back, reusing its
+// counts there; otherwise, for every room, it is anchored at the end of the report's last bucket
+// (the hours from the first one counted up to there are all kept). Only the rest reads the rooms'
+// counts at the first hour counted.
+func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, sel selection, known *knownCounts) ([]presencestats.PeakHour, error) {
 	now := r.Now()
 	from := presencestats.Hour.Truncate(q.Start, r.loc)
 	var horizon *time.Time
@@ -654,22 +677,34 @@ func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, se
 	if !from.Before(q.End) || !from.Before(now) {
 		return out, nil
 	}
-	starts := at
-	if at == nil || walk.After(from) || from.Sub(walk) > peakWalkReuse || (horizon != nil && horizon.After(walk)) {
-		walk, starts = from, nil
+	// The walk over [walk, walkEnd), anchored at its start (t0) or, t0 nil, at its end (tend).
+	walk, walkEnd := from, q.End
+	var starts map[uuid.UUID]int64
+	var t0, tend *int64
+	switch {
+	case known != nil && !known.first.After(from) && from.Sub(known.first) <= peakWalkReuse &&
+		(horizon == nil || !horizon.After(known.first)):
+		walk, starts = known.first, known.starts
+	case known != nil && sel.every && !known.last.at.Before(q.End):
+		walkEnd, tend = known.last.at, &known.last.total
+	default:
 		var err error
 		if starts, err = r.onlineAt(ctx, sel, presencestats.Hour, from); err != nil {
 			return nil, err
 		}
 	}
 	online, total := sel.counts(starts)
+	if tend == nil {
+		t0 = &total
+	}
 	var rows pgx.Rows
 	var err error
 	if sel.every {
-		rows, err = r.pool.Query(ctx, r.peakHoursEvery, walk, q.End, now, bucketWidth[presencestats.Hour], r.loc.String(), total, from)
+		rows, err = r.pool.Query(ctx, r.peakHoursEvery, walk, walkEnd, now, bucketWidth[presencestats.Hour], r.loc.String(),
+			t0, from, tend, q.End)
 	} else {
-		rows, err = r.pool.Query(ctx, r.peakHoursRooms, walk, q.End, now, bucketWidth[presencestats.Hour], r.loc.String(),
-			uuidArray(sel.rooms), online, total, from)
+		rows, err = r.pool.Query(ctx, r.peakHoursRooms, walk, walkEnd, now, bucketWidth[presencestats.Hour], r.loc.String(),
+			uuidArray(sel.rooms), online, t0, from, tend, q.End)
 	}
 	if err != nil {
 		return nil, pgError(err, "query report peak hours")
