@@ -123,7 +123,7 @@ func BenchmarkHistoryStorage(b *testing.B) {
 		b.Logf("seeded %d events (%d rooms, 30 days) in %v", n, rooms, time.Since(t0).Round(time.Millisecond))
 		rawBefore := tableBytes(ctx, b, pool, "presence_events")
 		t0 = time.Now()
-		refreshAggregates(ctx, b, pool, time.Time{})
+		refreshAggregates(ctx, b, pool, time.Time{}, nil)
 		b.Logf("refreshed the aggregates in %v", time.Since(t0).Round(time.Millisecond))
 		t0 = time.Now()
 		for _, table := range []string{"presence_events", "presence_room_hourly", "presence_user_hourly"} {
