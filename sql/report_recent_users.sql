@@ -3,24 +3,42 @@
 -- (room_id NULL). They are counted from the per-user rows (one per bucket, room and user) of finer
 -- aggregates that tile those report buckets, not through the report level's own per-user
 -- aggregate: the real-time part of that one regroups the same finer rows first, which cost twice
--- as much here (a month in progress: 135 against 63 ms). {{coarse_agg}} covers [$2, $3) and
--- {{fine_agg}} [$3, $4) (storage/reports.go picks them per granularity: for a year, the months
--- before the one in progress and then its days); each row goes to its report bucket by
--- time_bucket in the zone, as the aggregates bucket. Each (bucket, room, user) is kept once, then
--- counted per room and across rooms. Reading these once, instead of through each count aggregate,
--- is what keeps month and year reports fast (migration 8).
---   $1 rooms uuid[], or NULL for every room   $2 first report bucket to count
---   $3 where {{fine_agg}} takes over   $4 end of the last report bucket   $5 report bucket width   $6 zone
+-- as much here (a month in progress: 135 against 63 ms). Reading these once, instead of through
+-- each count aggregate, is what keeps month and year reports fast (migration 8).
+--
+-- Four tiles, each [lo, hi) on its own source, skipped when empty (lo < hi folds to false when the
+-- query is planned with its parameters); storage/reports.go picks sources and bounds per
+-- granularity. A month or year report: {{tile1}} the monthly rows of finished months, {{tile2}}
+-- and {{tile4}} daily rows, {{tile3}} the weekly rows of the finished weeks of the month in
+-- progress. The monthly and weekly sources are the tables TimescaleDB materializes those
+-- aggregates into, read only up to the last bucket materialized there (where the aggregate itself
+-- reads them too): through the aggregate, its real-time part would also scan every daily row
+-- after its watermark only to drop them, since a time_bucket of a month or a week in the zone
+-- cannot bound that scan (a year report: 195 against 120 ms). Each row goes to its report bucket
+-- by time_bucket in the zone, as the aggregates bucket; each (bucket, room, user) is kept once,
+-- then counted per room and across rooms.
+--   $1 rooms uuid[], or NULL for every room   $2-$6 the tiles' bounds: {{tile1}} [$2, $3),
+--   {{tile2}} [$3, $4), {{tile3}} [$4, $5), {{tile4}} [$5, $6)   $7 report bucket width   $8 zone
 WITH rows AS (
-    SELECT c.room_id, c.user_id, time_bucket($5::interval, c.bucket, $6::text) AS bucket
-    FROM {{coarse_agg}} AS c
-    WHERE ($1::uuid[] IS NULL OR c.room_id = ANY ($1::uuid[]))
-      AND c.bucket >= $2::timestamptz AND c.bucket < $3::timestamptz
+    SELECT t.room_id, t.user_id, time_bucket($7::interval, t.bucket, $8::text) AS bucket
+    FROM {{tile1}} AS t
+    WHERE $2::timestamptz < $3::timestamptz AND ($1::uuid[] IS NULL OR t.room_id = ANY ($1::uuid[]))
+      AND t.bucket >= $2::timestamptz AND t.bucket < $3::timestamptz
     UNION ALL
-    SELECT f.room_id, f.user_id, time_bucket($5::interval, f.bucket, $6::text)
-    FROM {{fine_agg}} AS f
-    WHERE ($1::uuid[] IS NULL OR f.room_id = ANY ($1::uuid[]))
-      AND f.bucket >= $3::timestamptz AND f.bucket < $4::timestamptz
+    SELECT t.room_id, t.user_id, time_bucket($7::interval, t.bucket, $8::text)
+    FROM {{tile2}} AS t
+    WHERE $3::timestamptz < $4::timestamptz AND ($1::uuid[] IS NULL OR t.room_id = ANY ($1::uuid[]))
+      AND t.bucket >= $3::timestamptz AND t.bucket < $4::timestamptz
+    UNION ALL
+    SELECT t.room_id, t.user_id, time_bucket($7::interval, t.bucket, $8::text)
+    FROM {{tile3}} AS t
+    WHERE $4::timestamptz < $5::timestamptz AND ($1::uuid[] IS NULL OR t.room_id = ANY ($1::uuid[]))
+      AND t.bucket >= $4::timestamptz AND t.bucket < $5::timestamptz
+    UNION ALL
+    SELECT t.room_id, t.user_id, time_bucket($7::interval, t.bucket, $8::text)
+    FROM {{tile4}} AS t
+    WHERE $5::timestamptz < $6::timestamptz AND ($1::uuid[] IS NULL OR t.room_id = ANY ($1::uuid[]))
+      AND t.bucket >= $5::timestamptz AND t.bucket < $6::timestamptz
 ), present AS MATERIALIZED (
     SELECT bucket, room_id, user_id FROM rows GROUP BY bucket, room_id, user_id
 )

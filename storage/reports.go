@@ -7,10 +7,12 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -31,17 +33,27 @@ type Reports struct {
 	// Now is the clock: a bucket in progress is averaged over [start, Now()). Tests replace it.
 	Now func() time.Time
 
-	stats       map[presencestats.Granularity]string
-	totalUsers  map[presencestats.Granularity]string
-	allUsers    map[presencestats.Granularity]string
-	usersMarks  map[presencestats.Granularity]string
-	recentUsers map[presencestats.Granularity]string
-	bucketSums  map[presencestats.Granularity]string // a selection of rooms
-	totalSums   map[presencestats.Granularity]string // every room
+	stats      map[presencestats.Granularity]string
+	totalUsers map[presencestats.Granularity]string
+	allUsers   map[presencestats.Granularity]string
+	bucketSums map[presencestats.Granularity]string // a selection of rooms
+	totalSums  map[presencestats.Granularity]string // every room
 	// Peak hours of a selection of rooms and of every room (report_peak_hours.sql over the
 	// hourly bucketSums and totalSums).
 	peakHoursRooms, peakHoursEvery    string
 	onlineStart, rooms, hourlyHorizon string
+
+	// report_users_marks.sql and report_recent_users.sql per granularity, waiting for the names of
+	// the tables the weekly and monthly per-user aggregates are materialized into: TimescaleDB
+	// picks those, so recentQueries reads them on first use (report_materialized.sql).
+	marksTemplate, recentTemplate map[presencestats.Granularity]string
+	recentMu                      sync.Mutex
+	recentSQL                     *recentQueries
+}
+
+// recentQueries is report_users_marks.sql and report_recent_users.sql per granularity, complete.
+type recentQueries struct {
+	marks, users map[presencestats.Granularity]string
 }
 
 // aggregateLevel names the continuous aggregates of each granularity (migration 4).
@@ -53,16 +65,16 @@ var aggregateLevel = map[presencestats.Granularity]string{
 	presencestats.Year:  "yearly",
 }
 
-// recentUserLevels names, per report granularity, the per-user aggregates whose rows count the
-// unique users of buckets not materialized yet (report_recent_users.sql): coarse ones up to the
-// month in progress (only a year holds whole months), fine ones from there. Each tiles the
-// report's buckets exactly.
-var recentUserLevels = map[presencestats.Granularity][2]string{
-	presencestats.Hour:  {"hourly", "hourly"},
-	presencestats.Day:   {"hourly", "hourly"},
-	presencestats.Week:  {"daily", "daily"},
-	presencestats.Month: {"daily", "daily"},
-	presencestats.Year:  {"monthly", "daily"},
+// recentUserTiles names, per report granularity, the sources of the four tiles of
+// report_recent_users.sql, which count the unique users of buckets not materialized yet: per-user
+// aggregates, or the tables the monthly and weekly ones are materialized into (filled in by
+// recentQueries). Rows of each nest in one report bucket; recentTiles bounds them.
+var recentUserTiles = map[presencestats.Granularity][4]string{
+	presencestats.Hour:  {"presence_user_hourly", "presence_user_hourly", "presence_user_hourly", "presence_user_hourly"},
+	presencestats.Day:   {"presence_user_hourly", "presence_user_hourly", "presence_user_hourly", "presence_user_hourly"},
+	presencestats.Week:  {"presence_user_daily", "presence_user_daily", "presence_user_daily", "presence_user_daily"},
+	presencestats.Month: {"{{monthly_materialized}}", "presence_user_daily", "{{weekly_materialized}}", "presence_user_daily"},
+	presencestats.Year:  {"{{monthly_materialized}}", "presence_user_daily", "{{weekly_materialized}}", "presence_user_daily"},
 }
 
 // bucketWidth is each granularity as a PostgreSQL interval, for generate_series in the zone.
@@ -81,19 +93,19 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		loc = time.UTC
 	}
 	r := &Reports{
-		pool:          pool,
-		loc:           loc,
-		Now:           time.Now,
-		stats:         map[presencestats.Granularity]string{},
-		totalUsers:    map[presencestats.Granularity]string{},
-		allUsers:      map[presencestats.Granularity]string{},
-		onlineStart:   queries.Must("report_online_start.sql"),
-		bucketSums:    map[presencestats.Granularity]string{},
-		totalSums:     map[presencestats.Granularity]string{},
-		usersMarks:    map[presencestats.Granularity]string{},
-		recentUsers:   map[presencestats.Granularity]string{},
-		rooms:         queries.Must("report_rooms.sql"),
-		hourlyHorizon: queries.Must("report_hourly_horizon.sql"),
+		pool:           pool,
+		loc:            loc,
+		Now:            time.Now,
+		stats:          map[presencestats.Granularity]string{},
+		totalUsers:     map[presencestats.Granularity]string{},
+		allUsers:       map[presencestats.Granularity]string{},
+		onlineStart:    queries.Must("report_online_start.sql"),
+		bucketSums:     map[presencestats.Granularity]string{},
+		totalSums:      map[presencestats.Granularity]string{},
+		marksTemplate:  map[presencestats.Granularity]string{},
+		recentTemplate: map[presencestats.Granularity]string{},
+		rooms:          queries.Must("report_rooms.sql"),
+		hourlyHorizon:  queries.Must("report_hourly_horizon.sql"),
 	}
 	stats, users, all := queries.Must("report_stats.sql"), queries.Must("report_total_users.sql"), queries.Must("report_all_users.sql")
 	sums, totalSums := queries.Must("report_bucket_sums.sql"), queries.Must("report_total_sums.sql")
@@ -107,10 +119,16 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.allUsers[g] = rep.Replace(all)
 		r.bucketSums[g] = rep.Replace(sums)
 		r.totalSums[g] = rep.Replace(totalSums)
-		r.usersMarks[g] = rep.Replace(marks)
-		levels := recentUserLevels[g]
-		r.recentUsers[g] = strings.NewReplacer("{{coarse_agg}}", "presence_user_"+levels[0],
-			"{{fine_agg}}", "presence_user_"+levels[1]).Replace(recent)
+		weeklyLast, monthlyLast := "NULL::timestamptz", "NULL::timestamptz"
+		if g == presencestats.Month || g == presencestats.Year {
+			weeklyLast = "(SELECT max(bucket) FROM {{weekly_materialized}} WHERE bucket >= $2::timestamptz)"
+			monthlyLast = "(SELECT max(bucket) FROM {{monthly_materialized}} WHERE bucket >= $2::timestamptz)"
+		}
+		r.marksTemplate[g] = strings.NewReplacer("{{room_users_agg}}", "presence_room_users_"+level,
+			"{{all_users_agg}}", "presence_all_users_"+level, "{{weekly_last}}", weeklyLast, "{{monthly_last}}", monthlyLast).Replace(marks)
+		tiles := recentUserTiles[g]
+		r.recentTemplate[g] = strings.NewReplacer("{{tile1}}", tiles[0], "{{tile2}}", tiles[1], "{{tile3}}", tiles[2],
+			"{{tile4}}", tiles[3]).Replace(recent)
 	}
 	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the anchors of the walk
 	// and the hours counted come after.
@@ -437,8 +455,17 @@ type recentUsers struct {
 // progress, and any the refresh policies have not reached.
 func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time) (recentUsers, error) {
 	out := recentUsers{from: first, rooms: map[roomBucket]int64{}, all: map[int64]int64{}}
-	var roomsLast, allLast *time.Time
-	if err := r.pool.QueryRow(ctx, r.usersMarks[g]).Scan(&roomsLast, &allLast); err != nil {
+	sql, err := r.recentQueries(ctx)
+	if err != nil {
+		return out, err
+	}
+	var roomsLast, allLast, weeklyLast, monthlyLast *time.Time
+	args := []any{first}
+	if g == presencestats.Month || g == presencestats.Year { // the weekly and monthly marks, from the month before this one
+		args = append(args, presencestats.Month.Truncate(r.Now(), r.loc).AddDate(0, -1, 0))
+	}
+	if err := r.pool.QueryRow(ctx, sql.marks[g], args...).Scan(&roomsLast, &allLast, &weeklyLast, &monthlyLast); err != nil {
+		r.forgetRecentQueries(err)
 		return out, pgError(err, "query report unique-user marks")
 	}
 	if roomsLast != nil && allLast != nil {
@@ -454,18 +481,11 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 		return out, nil
 	}
 	// The report buckets from out.from are those starting before end; hi is where the last ends.
-	// A year's months before the one in progress are counted from monthly rows, the rest from daily.
 	hi := g.Next(g.Truncate(end.Add(-time.Nanosecond), r.loc))
-	split := out.from
-	if g == presencestats.Year {
-		if split = presencestats.Month.Truncate(r.Now(), r.loc); split.Before(out.from) {
-			split = out.from
-		} else if split.After(hi) {
-			split = hi
-		}
-	}
-	rows, err := r.pool.Query(ctx, r.recentUsers[g], sel.param(), out.from, split, hi, bucketWidth[g], r.loc.String())
+	b := r.recentTiles(g, out.from, hi, weeklyLast, monthlyLast)
+	rows, err := r.pool.Query(ctx, sql.users[g], sel.param(), b[0], b[1], b[2], b[3], b[4], bucketWidth[g], r.loc.String())
 	if err != nil {
+		r.forgetRecentQueries(err)
 		return out, pgError(err, "query recent unique users")
 	}
 	defer rows.Close()
@@ -486,6 +506,103 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 		return out, pgError(err, "read recent unique users")
 	}
 	return out, nil
+}
+
+// recentTiles bounds the four tiles of report_recent_users.sql over the report buckets [from, hi)
+// of g (recentUserTiles names their sources). Hours, days and weeks: the first tile takes it all.
+// Months and years, with weeklyLast and monthlyLast the last buckets materialized in those
+// per-user aggregates (nil: none):
+//
+//	monthly rows  [from, a)  the months before the one in progress, up to the last materialized
+//	daily rows    [a, b)     any months not materialized yet, then the days before the first week
+//	                         that starts in the month in progress
+//	weekly rows   [b, c)     that month's whole weeks that have ended, up to the last materialized
+//	daily rows    [c, hi)    the rest
+//
+// so each week lies in one month, and no tile reads past what is materialized in its source.
+func (r *Reports) recentTiles(g presencestats.Granularity, from, hi time.Time, weeklyLast, monthlyLast *time.Time) [5]time.Time {
+	if g != presencestats.Month && g != presencestats.Year {
+		return [5]time.Time{from, hi, hi, hi, hi}
+	}
+	clamp := func(t, lo, up time.Time) time.Time {
+		if t.Before(lo) {
+			return lo
+		}
+		if t.After(up) {
+			return up
+		}
+		return t
+	}
+	now := r.Now()
+	split := clamp(presencestats.Month.Truncate(now, r.loc), from, hi) // the month in progress
+	a := from
+	if monthlyLast != nil {
+		a = clamp(presencestats.Month.Next(presencestats.Month.Truncate(*monthlyLast, r.loc)), from, split)
+	}
+	b := presencestats.Week.Truncate(split, r.loc)
+	if b.Before(split) {
+		b = presencestats.Week.Next(b)
+	}
+	b = clamp(b, split, hi)
+	c := b
+	if weeklyLast != nil {
+		c = presencestats.Week.Truncate(now, r.loc) // the week in progress
+		if materialized := presencestats.Week.Next(presencestats.Week.Truncate(*weeklyLast, r.loc)); materialized.Before(c) {
+			c = materialized
+		}
+		c = clamp(c, b, hi)
+	}
+	return [5]time.Time{from, a, b, c, hi}
+}
+
+// recentQueries returns report_users_marks.sql and report_recent_users.sql complete, reading the
+// names of the tables behind the weekly and monthly per-user aggregates on first use.
+func (r *Reports) recentQueries(ctx context.Context) (*recentQueries, error) {
+	r.recentMu.Lock()
+	defer r.recentMu.Unlock()
+	if r.recentSQL != nil {
+		return r.recentSQL, nil
+	}
+	rows, err := r.pool.Query(ctx, queries.Must("report_materialized.sql"))
+	if err != nil {
+		return nil, pgError(err, "query the per-user aggregates' tables")
+	}
+	names := map[string]string{}
+	for rows.Next() {
+		var view, table string
+		if err := rows.Scan(&view, &table); err != nil {
+			rows.Close()
+			return nil, pgError(err, "read the per-user aggregates' tables")
+		}
+		names[view] = table
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, pgError(err, "read the per-user aggregates' tables")
+	}
+	weekly, monthly := names["presence_user_weekly"], names["presence_user_monthly"]
+	if weekly == "" || monthly == "" {
+		return nil, presencestats.Errorf(presencestats.EINTERNAL, "the weekly and monthly per-user aggregates are missing (was `presenced migrate up` run?)")
+	}
+	rep := strings.NewReplacer("{{weekly_materialized}}", weekly, "{{monthly_materialized}}", monthly)
+	q := &recentQueries{marks: map[presencestats.Granularity]string{}, users: map[presencestats.Granularity]string{}}
+	for g := range aggregateLevel {
+		q.marks[g], q.users[g] = rep.Replace(r.marksTemplate[g]), rep.Replace(r.recentTemplate[g])
+	}
+	r.recentSQL = q
+	return q, nil
+}
+
+// forgetRecentQueries drops the queries recentQueries completed when err says a table is missing
+// (the aggregates were dropped and made again, under other names), so the next report reads the
+// names again.
+func (r *Reports) forgetRecentQueries(err error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		r.recentMu.Lock()
+		r.recentSQL = nil
+		r.recentMu.Unlock()
+	}
 }
 
 // bucketTotal is the selected rooms together in one bucket.

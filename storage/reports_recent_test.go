@@ -1,0 +1,121 @@
+package storage_test
+
+import (
+	"context"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"presencestats"
+	"presencestats/storage"
+	"presencestats/storage/storagetest"
+)
+
+// TestReportRecentUniqueUsers checks the unique users of month and year reports while the month
+// and year are in progress, which report_recent_users.sql counts from tiles of monthly, daily and
+// weekly per-user rows: visits on the month's first day (a Sunday, before its first whole week),
+// in each of its whole weeks, in the week in progress and today, in the month before, and users
+// in both rooms. The counts must not depend on how far the aggregates have been materialized:
+// none yet, the per-user weekly and monthly ones partly, and everything up to this week.
+func TestReportRecentUniqueUsers(t *testing.T) {
+	ctx := context.Background()
+	pool := storagetest.NewDatabase(t)
+	day := func(d, h int) time.Time { return time.Date(2026, 3, d, h, 0, 0, 0, time.UTC) }
+	now := day(18, 12) // a Wednesday; March 2026 starts on a Sunday, its whole weeks on the 2nd and 9th
+	roomA, roomB := uuid.New(), uuid.New()
+	users := make([]uuid.UUID, 8)
+	for i := range users {
+		users[i] = uuid.New()
+	}
+	visits := []struct {
+		room uuid.UUID
+		user int
+		at   time.Time
+	}{
+		{roomA, 1, time.Date(2026, 2, 10, 9, 0, 0, 0, time.UTC)}, // the month before only
+		{roomA, 2, day(1, 22)},                         // before the first whole week
+		{roomA, 3, day(4, 10)}, {roomB, 3, day(4, 11)}, // first whole week, both rooms
+		{roomB, 4, day(12, 8)}, // second whole week
+		{roomA, 5, day(17, 7)}, // the week in progress
+		{roomA, 6, time.Date(2026, 2, 20, 15, 0, 0, 0, time.UTC)}, {roomA, 6, day(10, 15)}, // both months
+		{roomB, 7, day(18, 10)}, // today
+		{roomB, 2, day(2, 0)},   // the first whole week's first hour
+	}
+	// The expected counts, straight from the visits: per room and month/year, and across rooms.
+	type key struct {
+		room   uuid.UUID // uuid.Nil: every room
+		bucket time.Time
+	}
+	want := map[presencestats.Granularity]map[key]int64{}
+	for _, g := range []presencestats.Granularity{presencestats.Month, presencestats.Year} {
+		seen := map[key]map[int]bool{}
+		for _, v := range visits {
+			b := g.Truncate(v.at, time.UTC)
+			for _, k := range []key{{v.room, b}, {uuid.Nil, b}} {
+				if seen[k] == nil {
+					seen[k] = map[int]bool{}
+				}
+				seen[k][v.user] = true
+			}
+		}
+		want[g] = map[key]int64{}
+		for k, s := range seen {
+			want[g][k] = int64(len(s))
+		}
+	}
+	if n := want[presencestats.Month][key{uuid.Nil, day(1, 0)}]; n != 6 {
+		t.Fatalf("scenario: %d users in March, want 6", n)
+	}
+	for i, v := range visits {
+		_, err := pool.Exec(ctx, `
+			INSERT INTO presence_events (event_id, ts, room_id, user_id, session_id, event_type, online_after, online_delta, session_seconds, reason)
+			VALUES (gen_random_uuid(), $1, $2, $3, $4, 'connected', 1, 1, NULL, NULL),
+			       (gen_random_uuid(), $1::timestamptz + interval '10 minutes', $2, $3, $4, 'disconnected', 0, -1, 600, 'closed')`,
+			v.at.Add(time.Duration(i)*time.Second), v.room, users[v.user], uuid.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	reports := storage.NewReports(pool, time.UTC)
+	reports.Now = func() time.Time { return now }
+	check := func(t *testing.T) {
+		for _, g := range []presencestats.Granularity{presencestats.Month, presencestats.Year} {
+			for _, rooms := range [][]uuid.UUID{nil, {roomA}, {roomA, roomB}} {
+				q := presencestats.ReportQuery{RoomIDs: rooms, Start: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), End: now,
+					Granularity: g, Metrics: presencestats.Metrics}
+				selected := map[uuid.UUID]bool{}
+				for _, r := range rooms {
+					selected[r] = true
+				}
+				totals, _, err := reports.Report(ctx, q, func(row presencestats.ReportRow) error {
+					if w := want[g][key{row.RoomID, row.Bucket}]; row.UniqueUsers != w {
+						t.Errorf("%s, rooms %v: room %s at %s: %d unique users, want %d", g, rooms, row.RoomID, row.Bucket.Format(time.DateOnly), row.UniqueUsers, w)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, row := range totals {
+					var w int64
+					if rooms == nil || len(rooms) == 2 {
+						w = want[g][key{uuid.Nil, row.Bucket}]
+					} else { // room A alone
+						w = want[g][key{roomA, row.Bucket}]
+					}
+					if row.UniqueUsers != w {
+						t.Errorf("%s, rooms %v: total at %s: %d unique users, want %d", g, rooms, row.Bucket.Format(time.DateOnly), row.UniqueUsers, w)
+					}
+				}
+			}
+		}
+	}
+	t.Run("nothing materialized", check)
+	refreshAggregates(ctx, t, pool, day(9, 0), regexp.MustCompile(`^presence_user_(weekly|monthly)$`).MatchString)
+	t.Run("February and the first whole week materialized", check)
+	refreshAggregates(ctx, t, pool, day(16, 0), nil)
+	t.Run("everything up to this week materialized", check)
+}
