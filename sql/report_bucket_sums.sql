@@ -9,6 +9,7 @@
 -- storage/reports.go walks every bucket of the range, carrying the total.
 --   $1 first bucket   $2 range end   $3 now   $4 bucket width interval   $5 zone text
 --   $6 rooms uuid[]   $7 online counts at $1, parallel to $6
+-- bucket_end: as in report_total_sums.sql (plain + for a width under a day).
 WITH starts AS (
     SELECT s.room_id, s.online_start
     FROM unnest($6::uuid[], $7::bigint[]) AS s(room_id, online_start)
@@ -16,7 +17,8 @@ WITH starts AS (
     SELECT h.bucket, h.peak_in, h.online_end, h.net_delta, h.delta_moment,
            h.connections, h.sessions_ended, h.session_seconds_sum,
            coalesce(lag(h.online_end) OVER (PARTITION BY h.room_id ORDER BY h.bucket), s.online_start) AS n0,
-           least(date_add(h.bucket, $4::interval, $5::text), $3::timestamptz) AS bucket_end
+           least(CASE WHEN $4::interval < interval '1 day' THEN h.bucket + $4::interval
+                       ELSE date_add(h.bucket, $4::interval, $5::text) END, $3::timestamptz) AS bucket_end
     FROM {{room_agg}} AS h
     JOIN starts AS s ON s.room_id = h.room_id
     WHERE h.room_id = ANY ($6::uuid[]) AND h.bucket >= $1::timestamptz AND h.bucket < $2::timestamptz
