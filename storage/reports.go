@@ -40,20 +40,23 @@ type Reports struct {
 	totalSums  map[presencestats.Granularity]string // every room
 	// Peak hours of a selection of rooms and of every room (report_peak_hours.sql over the
 	// hourly bucketSums and totalSums).
-	peakHoursRooms, peakHoursEvery    string
-	onlineStart, rooms, hourlyHorizon string
+	peakHoursRooms, peakHoursEvery string
+	rooms, hourlyHorizon           string
 
-	// report_users_marks.sql and report_recent_users.sql per granularity, waiting for the names of
-	// the tables the weekly and monthly per-user aggregates are materialized into: TimescaleDB
-	// picks those, so recentQueries reads them on first use (report_materialized.sql).
+	// The queries that read tables TimescaleDB materializes aggregates into, waiting for their
+	// names (TimescaleDB picks them): report_users_marks.sql and report_recent_users.sql per
+	// granularity, report_online_start.sql. materializedQueries completes them on first use.
 	marksTemplate, recentTemplate map[presencestats.Granularity]string
-	recentMu                      sync.Mutex
-	recentSQL                     *recentQueries
+	onlineStartTemplate           string
+	materializedMu                sync.Mutex
+	materialized                  *materializedQueries
 }
 
-// recentQueries is report_users_marks.sql and report_recent_users.sql per granularity, complete.
-type recentQueries struct {
-	marks, users map[presencestats.Granularity]string
+// materializedQueries is report_users_marks.sql and report_recent_users.sql per granularity and
+// report_online_start.sql, complete.
+type materializedQueries struct {
+	marks, recent map[presencestats.Granularity]string
+	onlineStart   string
 }
 
 // aggregateLevel names the continuous aggregates of each granularity (migration 4).
@@ -68,13 +71,13 @@ var aggregateLevel = map[presencestats.Granularity]string{
 // recentUserTiles names, per report granularity, the sources of the four tiles of
 // report_recent_users.sql, which count the unique users of buckets not materialized yet: per-user
 // aggregates, or the tables the monthly and weekly ones are materialized into (filled in by
-// recentQueries). Rows of each nest in one report bucket; recentTiles bounds them.
+// materializedQueries). Rows of each nest in one report bucket; recentTiles bounds them.
 var recentUserTiles = map[presencestats.Granularity][4]string{
 	presencestats.Hour:  {"presence_user_hourly", "presence_user_hourly", "presence_user_hourly", "presence_user_hourly"},
 	presencestats.Day:   {"presence_user_hourly", "presence_user_hourly", "presence_user_hourly", "presence_user_hourly"},
 	presencestats.Week:  {"presence_user_daily", "presence_user_daily", "presence_user_daily", "presence_user_daily"},
-	presencestats.Month: {"{{monthly_materialized}}", "presence_user_daily", "{{weekly_materialized}}", "presence_user_daily"},
-	presencestats.Year:  {"{{monthly_materialized}}", "presence_user_daily", "{{weekly_materialized}}", "presence_user_daily"},
+	presencestats.Month: {"{{user_monthly_materialized}}", "presence_user_daily", "{{user_weekly_materialized}}", "presence_user_daily"},
+	presencestats.Year:  {"{{user_monthly_materialized}}", "presence_user_daily", "{{user_weekly_materialized}}", "presence_user_daily"},
 }
 
 // bucketWidth is each granularity as a PostgreSQL interval, for generate_series in the zone.
@@ -93,19 +96,19 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		loc = time.UTC
 	}
 	r := &Reports{
-		pool:           pool,
-		loc:            loc,
-		Now:            time.Now,
-		stats:          map[presencestats.Granularity]string{},
-		totalUsers:     map[presencestats.Granularity]string{},
-		allUsers:       map[presencestats.Granularity]string{},
-		onlineStart:    queries.Must("report_online_start.sql"),
-		bucketSums:     map[presencestats.Granularity]string{},
-		totalSums:      map[presencestats.Granularity]string{},
-		marksTemplate:  map[presencestats.Granularity]string{},
-		recentTemplate: map[presencestats.Granularity]string{},
-		rooms:          queries.Must("report_rooms.sql"),
-		hourlyHorizon:  queries.Must("report_hourly_horizon.sql"),
+		pool:                pool,
+		loc:                 loc,
+		Now:                 time.Now,
+		stats:               map[presencestats.Granularity]string{},
+		totalUsers:          map[presencestats.Granularity]string{},
+		allUsers:            map[presencestats.Granularity]string{},
+		onlineStartTemplate: queries.Must("report_online_start.sql"),
+		bucketSums:          map[presencestats.Granularity]string{},
+		totalSums:           map[presencestats.Granularity]string{},
+		marksTemplate:       map[presencestats.Granularity]string{},
+		recentTemplate:      map[presencestats.Granularity]string{},
+		rooms:               queries.Must("report_rooms.sql"),
+		hourlyHorizon:       queries.Must("report_hourly_horizon.sql"),
 	}
 	stats, users, all := queries.Must("report_stats.sql"), queries.Must("report_total_users.sql"), queries.Must("report_all_users.sql")
 	sums, totalSums := queries.Must("report_bucket_sums.sql"), queries.Must("report_total_sums.sql")
@@ -121,8 +124,8 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.totalSums[g] = rep.Replace(totalSums)
 		weeklyLast, monthlyLast := "NULL::timestamptz", "NULL::timestamptz"
 		if g == presencestats.Month || g == presencestats.Year {
-			weeklyLast = "(SELECT max(bucket) FROM {{weekly_materialized}} WHERE bucket >= $2::timestamptz)"
-			monthlyLast = "(SELECT max(bucket) FROM {{monthly_materialized}} WHERE bucket >= $2::timestamptz)"
+			weeklyLast = "(SELECT max(bucket) FROM {{user_weekly_materialized}} WHERE bucket >= $2::timestamptz)"
+			monthlyLast = "(SELECT max(bucket) FROM {{user_monthly_materialized}} WHERE bucket >= $2::timestamptz)"
 		}
 		r.marksTemplate[g] = strings.NewReplacer("{{room_users_agg}}", "presence_room_users_"+level,
 			"{{all_users_agg}}", "presence_all_users_"+level, "{{weekly_last}}", weeklyLast, "{{monthly_last}}", monthlyLast).Replace(marks)
@@ -265,10 +268,14 @@ func (r *Reports) begin(ctx context.Context, q presencestats.ReportQuery) (repor
 		return b, err
 	}
 	b.first = q.Granularity.Truncate(q.Start, r.loc)
-	if b.starts, err = r.onlineAt(ctx, b.sel, q.Granularity, b.first); err != nil {
+	m, err := r.readMarks(ctx, q.Granularity, b.first)
+	if err != nil {
 		return b, err
 	}
-	b.recent, err = r.recent(ctx, b.sel, q.Granularity, b.first, q.End)
+	if b.starts, err = r.onlineAt(ctx, b.sel, q.Granularity, b.first, m); err != nil {
+		return b, err
+	}
+	b.recent, err = r.recent(ctx, b.sel, q.Granularity, b.first, q.End, m)
 	return b, err
 }
 
@@ -401,23 +408,39 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b repor
 
 // onlineAt returns each selected room's online count at s, the start of a bucket of g, when it
 // is not 0 (report_online_start.sql: the past tiled from fine to coarse levels, each tile bounded).
-func (r *Reports) onlineAt(ctx context.Context, sel selection, g presencestats.Granularity, s time.Time) (map[uuid.UUID]int64, error) {
-	day, month, year := presencestats.Day.Truncate(s, r.loc), presencestats.Month.Truncate(s, r.loc), presencestats.Year.Truncate(s, r.loc)
-	hourLo, hourHi, dayLo, dayHi, monthLo, monthHi := day, s, month, day, year, month
-	switch g {
-	case presencestats.Day, presencestats.Week:
-		hourLo, hourHi, dayHi = s, s, s
-	case presencestats.Month:
-		hourLo, hourHi, dayLo, dayHi, monthHi = s, s, s, s, s
-	case presencestats.Year:
-		hourLo, hourHi, dayLo, dayHi, monthLo, monthHi = s, s, s, s, s, s
-	}
+// m says how far the room monthly and yearly aggregates, read there from their materialized
+// tables, are materialized; the daily tile takes any months after that.
+func (r *Reports) onlineAt(ctx context.Context, sel selection, g presencestats.Granularity, s time.Time, m marks) (map[uuid.UUID]int64, error) {
 	out := map[uuid.UUID]int64{}
 	if len(sel.rooms) == 0 {
 		return out, nil
 	}
-	rows, err := r.pool.Query(ctx, r.onlineStart, uuidArray(sel.rooms), hourLo, hourHi, dayLo, dayHi, monthLo, monthHi, year)
+	sql, err := r.materializedQueries(ctx)
 	if err != nil {
+		return nil, err
+	}
+	// Tiles hourly [hourLo, s), daily [dayLo, hourLo), monthly [monthLo, dayLo), yearly before monthLo.
+	hourLo, dayLo, monthLo := presencestats.Day.Truncate(s, r.loc), presencestats.Month.Truncate(s, r.loc), presencestats.Year.Truncate(s, r.loc)
+	switch g {
+	case presencestats.Day, presencestats.Week:
+		hourLo = s
+	case presencestats.Month:
+		hourLo, dayLo = s, s
+	case presencestats.Year:
+		hourLo, dayLo, monthLo = s, s, s
+	}
+	if end := materializedEnd(presencestats.Month, m.roomMonthly, r.loc); end.Before(dayLo) {
+		dayLo = end
+	}
+	if end := materializedEnd(presencestats.Year, m.roomYearly, r.loc); end.Before(monthLo) {
+		monthLo = end
+	}
+	if dayLo.Before(monthLo) {
+		monthLo = dayLo
+	}
+	rows, err := r.pool.Query(ctx, sql.onlineStart, uuidArray(sel.rooms), hourLo, s, dayLo, monthLo)
+	if err != nil {
+		r.forgetMaterialized(err)
 		return nil, pgError(err, "query report online counts")
 	}
 	defer rows.Close()
@@ -437,6 +460,18 @@ func (r *Reports) onlineAt(ctx context.Context, sel selection, g presencestats.G
 	return out, nil
 }
 
+// farPast stands for "before any data": where a materialized table holds nothing yet.
+var farPast = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// materializedEnd returns the end of last, the last bucket of g materialized in a table (nil:
+// none, farPast): everything before it is there.
+func materializedEnd(g presencestats.Granularity, last *time.Time, loc *time.Location) time.Time {
+	if last == nil {
+		return farPast
+	}
+	return g.Next(g.Truncate(*last, loc))
+}
+
 type roomBucket struct {
 	room   uuid.UUID
 	bucket int64 // Unix seconds
@@ -450,28 +485,46 @@ type recentUsers struct {
 	all   map[int64]int64 // bucket (Unix seconds) -> users across the rooms
 }
 
+// marks is what report_users_marks.sql reads: the last bucket materialized (nil: none) in the
+// unique-user count aggregates of a granularity from a report's first bucket on (roomsUsers,
+// allUsers), in the tables behind the weekly and monthly per-user aggregates (userWeekly,
+// userMonthly: month and year reports only) and behind the room monthly and yearly ones.
+type marks struct {
+	roomsUsers, allUsers, userWeekly, userMonthly, roomMonthly, roomYearly *time.Time
+}
+
+// readMarks reads the marks of a report of g whose first bucket is first.
+func (r *Reports) readMarks(ctx context.Context, g presencestats.Granularity, first time.Time) (marks, error) {
+	var m marks
+	sql, err := r.materializedQueries(ctx)
+	if err != nil {
+		return m, err
+	}
+	args := []any{first}
+	if g == presencestats.Month || g == presencestats.Year { // the per-user marks, from the month before this one
+		args = append(args, presencestats.Month.Truncate(r.Now(), r.loc).AddDate(0, -1, 0))
+	}
+	if err := r.pool.QueryRow(ctx, sql.marks[g], args...).Scan(&m.roomsUsers, &m.allUsers, &m.userWeekly, &m.userMonthly,
+		&m.roomMonthly, &m.roomYearly); err != nil {
+		r.forgetMaterialized(err)
+		return m, pgError(err, "query report materialization marks")
+	}
+	return m, nil
+}
+
 // recent counts the unique users of the buckets of g in [first, end) that the count aggregates
-// have not materialized (report_users_marks.sql, report_recent_users.sql): the bucket in
-// progress, and any the refresh policies have not reached.
-func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time) (recentUsers, error) {
+// have not materialized (m), from report_recent_users.sql: the bucket in progress, and any the
+// refresh policies have not reached.
+func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time, m marks) (recentUsers, error) {
 	out := recentUsers{from: first, rooms: map[roomBucket]int64{}, all: map[int64]int64{}}
-	sql, err := r.recentQueries(ctx)
+	sql, err := r.materializedQueries(ctx)
 	if err != nil {
 		return out, err
 	}
-	var roomsLast, allLast, weeklyLast, monthlyLast *time.Time
-	args := []any{first}
-	if g == presencestats.Month || g == presencestats.Year { // the weekly and monthly marks, from the month before this one
-		args = append(args, presencestats.Month.Truncate(r.Now(), r.loc).AddDate(0, -1, 0))
-	}
-	if err := r.pool.QueryRow(ctx, sql.marks[g], args...).Scan(&roomsLast, &allLast, &weeklyLast, &monthlyLast); err != nil {
-		r.forgetRecentQueries(err)
-		return out, pgError(err, "query report unique-user marks")
-	}
-	if roomsLast != nil && allLast != nil {
-		last := *roomsLast
-		if allLast.Before(last) {
-			last = *allLast
+	if m.roomsUsers != nil && m.allUsers != nil {
+		last := *m.roomsUsers
+		if m.allUsers.Before(last) {
+			last = *m.allUsers
 		}
 		if from := g.Next(g.Truncate(last, r.loc)); from.After(first) {
 			out.from = from
@@ -482,10 +535,10 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 	}
 	// The report buckets from out.from are those starting before end; hi is where the last ends.
 	hi := g.Next(g.Truncate(end.Add(-time.Nanosecond), r.loc))
-	b := r.recentTiles(g, out.from, hi, weeklyLast, monthlyLast)
-	rows, err := r.pool.Query(ctx, sql.users[g], sel.param(), b[0], b[1], b[2], b[3], b[4], bucketWidth[g], r.loc.String())
+	b := r.recentTiles(g, out.from, hi, m.userWeekly, m.userMonthly)
+	rows, err := r.pool.Query(ctx, sql.recent[g], sel.param(), b[0], b[1], b[2], b[3], b[4], bucketWidth[g], r.loc.String())
 	if err != nil {
-		r.forgetRecentQueries(err)
+		r.forgetMaterialized(err)
 		return out, pgError(err, "query recent unique users")
 	}
 	defer rows.Close()
@@ -535,10 +588,7 @@ func (r *Reports) recentTiles(g presencestats.Granularity, from, hi time.Time, w
 	}
 	now := r.Now()
 	split := clamp(presencestats.Month.Truncate(now, r.loc), from, hi) // the month in progress
-	a := from
-	if monthlyLast != nil {
-		a = clamp(presencestats.Month.Next(presencestats.Month.Truncate(*monthlyLast, r.loc)), from, split)
-	}
+	a := clamp(materializedEnd(presencestats.Month, monthlyLast, r.loc), from, split)
 	b := presencestats.Week.Truncate(split, r.loc)
 	if b.Before(split) {
 		b = presencestats.Week.Next(b)
@@ -547,7 +597,7 @@ func (r *Reports) recentTiles(g presencestats.Granularity, from, hi time.Time, w
 	c := b
 	if weeklyLast != nil {
 		c = presencestats.Week.Truncate(now, r.loc) // the week in progress
-		if materialized := presencestats.Week.Next(presencestats.Week.Truncate(*weeklyLast, r.loc)); materialized.Before(c) {
+		if materialized := materializedEnd(presencestats.Week, weeklyLast, r.loc); materialized.Before(c) {
 			c = materialized
 		}
 		c = clamp(c, b, hi)
@@ -555,53 +605,57 @@ func (r *Reports) recentTiles(g presencestats.Granularity, from, hi time.Time, w
 	return [5]time.Time{from, a, b, c, hi}
 }
 
-// recentQueries returns report_users_marks.sql and report_recent_users.sql complete, reading the
-// names of the tables behind the weekly and monthly per-user aggregates on first use.
-func (r *Reports) recentQueries(ctx context.Context) (*recentQueries, error) {
-	r.recentMu.Lock()
-	defer r.recentMu.Unlock()
-	if r.recentSQL != nil {
-		return r.recentSQL, nil
+// materializedQueries returns the queries that read tables TimescaleDB materializes aggregates
+// into, complete, reading the tables' names on first use (report_materialized.sql).
+func (r *Reports) materializedQueries(ctx context.Context) (*materializedQueries, error) {
+	r.materializedMu.Lock()
+	defer r.materializedMu.Unlock()
+	if r.materialized != nil {
+		return r.materialized, nil
 	}
 	rows, err := r.pool.Query(ctx, queries.Must("report_materialized.sql"))
 	if err != nil {
-		return nil, pgError(err, "query the per-user aggregates' tables")
+		return nil, pgError(err, "query the aggregates' materialized tables")
 	}
 	names := map[string]string{}
 	for rows.Next() {
 		var view, table string
 		if err := rows.Scan(&view, &table); err != nil {
 			rows.Close()
-			return nil, pgError(err, "read the per-user aggregates' tables")
+			return nil, pgError(err, "read the aggregates' materialized tables")
 		}
 		names[view] = table
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, pgError(err, "read the per-user aggregates' tables")
+		return nil, pgError(err, "read the aggregates' materialized tables")
 	}
-	weekly, monthly := names["presence_user_weekly"], names["presence_user_monthly"]
-	if weekly == "" || monthly == "" {
-		return nil, presencestats.Errorf(presencestats.EINTERNAL, "the weekly and monthly per-user aggregates are missing (was `presenced migrate up` run?)")
+	var pairs []string
+	for _, view := range []string{"presence_user_weekly", "presence_user_monthly", "presence_room_monthly", "presence_room_yearly"} {
+		if names[view] == "" {
+			return nil, presencestats.Errorf(presencestats.EINTERNAL, "the aggregate %s is missing (was `presenced migrate up` run?)", view)
+		}
+		pairs = append(pairs, "{{"+strings.TrimPrefix(view, "presence_")+"_materialized}}", names[view])
 	}
-	rep := strings.NewReplacer("{{weekly_materialized}}", weekly, "{{monthly_materialized}}", monthly)
-	q := &recentQueries{marks: map[presencestats.Granularity]string{}, users: map[presencestats.Granularity]string{}}
+	rep := strings.NewReplacer(pairs...)
+	q := &materializedQueries{marks: map[presencestats.Granularity]string{}, recent: map[presencestats.Granularity]string{},
+		onlineStart: rep.Replace(r.onlineStartTemplate)}
 	for g := range aggregateLevel {
-		q.marks[g], q.users[g] = rep.Replace(r.marksTemplate[g]), rep.Replace(r.recentTemplate[g])
+		q.marks[g], q.recent[g] = rep.Replace(r.marksTemplate[g]), rep.Replace(r.recentTemplate[g])
 	}
-	r.recentSQL = q
+	r.materialized = q
 	return q, nil
 }
 
-// forgetRecentQueries drops the queries recentQueries completed when err says a table is missing
-// (the aggregates were dropped and made again, under other names), so the next report reads the
-// names again.
-func (r *Reports) forgetRecentQueries(err error) {
+// forgetMaterialized drops the queries materializedQueries completed when err says a table is
+// missing (the aggregates were dropped and made again, under other names), so the next report
+// reads the names again.
+func (r *Reports) forgetMaterialized(err error) {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
-		r.recentMu.Lock()
-		r.recentSQL = nil
-		r.recentMu.Unlock()
+		r.materializedMu.Lock()
+		r.materialized = nil
+		r.materializedMu.Unlock()
 	}
 }
 
@@ -805,8 +859,11 @@ func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, se
 	case known != nil && sel.every && !known.last.at.Before(q.End):
 		walkEnd, tend = known.last.at, &known.last.total
 	default:
-		var err error
-		if starts, err = r.onlineAt(ctx, sel, presencestats.Hour, from); err != nil {
+		m, err := r.readMarks(ctx, presencestats.Hour, from)
+		if err != nil {
+			return nil, err
+		}
+		if starts, err = r.onlineAt(ctx, sel, presencestats.Hour, from, m); err != nil {
 			return nil, err
 		}
 	}

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"math"
 	"regexp"
 	"testing"
 	"time"
@@ -13,19 +14,26 @@ import (
 	"presencestats/storage/storagetest"
 )
 
-// TestReportRecentUniqueUsers checks the unique users of month and year reports while the month
-// and year are in progress, which report_recent_users.sql counts from tiles of monthly, daily and
-// weekly per-user rows: visits on the month's first day (a Sunday, before its first whole week),
-// in each of its whole weeks, in the week in progress and today, in the month before, and users
-// in both rooms. The counts must not depend on how far the aggregates have been materialized:
-// none yet, the per-user weekly and monthly ones partly, and everything up to this week.
-func TestReportRecentUniqueUsers(t *testing.T) {
+// TestReportMaterializedTables checks what reports read from the tables TimescaleDB materializes
+// aggregates into, below their last materialized bucket, with the aggregates for the rest:
+//   - the unique users of month and year reports while the month and year are in progress, which
+//     report_recent_users.sql counts from tiles of monthly, daily and weekly per-user rows: visits
+//     on the month's first day (a Sunday, before its first whole week), in each of its whole weeks,
+//     in the week in progress and today, in the month before, and users in both rooms;
+//   - the online count at a report's start (report_online_start.sql), for a room whose only event
+//     is a connection the year before and one whose only event is a connection the month before.
+//
+// Neither may depend on how far the aggregates have been materialized: none yet, the per-user
+// weekly and monthly ones partly, the room monthly one but not the yearly one, and everything up
+// to this week.
+func TestReportMaterializedTables(t *testing.T) {
 	ctx := context.Background()
 	pool := storagetest.NewDatabase(t)
 	day := func(d, h int) time.Time { return time.Date(2026, 3, d, h, 0, 0, 0, time.UTC) }
 	now := day(18, 12) // a Wednesday; March 2026 starts on a Sunday, its whole weeks on the 2nd and 9th
 	roomA, roomB := uuid.New(), uuid.New()
-	users := make([]uuid.UUID, 8)
+	roomLastYear, roomLastMonth := uuid.New(), uuid.New() // one user connects and stays
+	users := make([]uuid.UUID, 10)
 	for i := range users {
 		users[i] = uuid.New()
 	}
@@ -33,27 +41,35 @@ func TestReportRecentUniqueUsers(t *testing.T) {
 		room uuid.UUID
 		user int
 		at   time.Time
+		stay bool // connected and never left
 	}{
-		{roomA, 1, time.Date(2026, 2, 10, 9, 0, 0, 0, time.UTC)}, // the month before only
-		{roomA, 2, day(1, 22)},                         // before the first whole week
-		{roomA, 3, day(4, 10)}, {roomB, 3, day(4, 11)}, // first whole week, both rooms
-		{roomB, 4, day(12, 8)}, // second whole week
-		{roomA, 5, day(17, 7)}, // the week in progress
-		{roomA, 6, time.Date(2026, 2, 20, 15, 0, 0, 0, time.UTC)}, {roomA, 6, day(10, 15)}, // both months
-		{roomB, 7, day(18, 10)}, // today
-		{roomB, 2, day(2, 0)},   // the first whole week's first hour
+		{roomA, 1, time.Date(2026, 2, 10, 9, 0, 0, 0, time.UTC), false}, // the month before only
+		{roomA, 2, day(1, 22), false},                                   // before the first whole week
+		{roomA, 3, day(4, 10), false}, {roomB, 3, day(4, 11), false},    // first whole week, both rooms
+		{roomB, 4, day(12, 8), false},                                                                    // second whole week
+		{roomA, 5, day(17, 7), false},                                                                    // the week in progress
+		{roomA, 6, time.Date(2026, 2, 20, 15, 0, 0, 0, time.UTC), false}, {roomA, 6, day(10, 15), false}, // both months
+		{roomB, 7, day(18, 10), false}, // today
+		{roomB, 2, day(2, 0), false},   // the first whole week's first hour
+		{roomLastYear, 8, time.Date(2025, 6, 15, 12, 0, 0, 0, time.UTC), true},
+		{roomLastMonth, 9, time.Date(2026, 2, 20, 10, 0, 0, 0, time.UTC), true},
 	}
 	// The expected counts, straight from the visits: per room and month/year, and across rooms.
 	type key struct {
-		room   uuid.UUID // uuid.Nil: every room
+		room   uuid.UUID // uuid.Nil: every room; roomsAB: rooms A and B
 		bucket time.Time
 	}
+	roomsAB := uuid.New()
 	want := map[presencestats.Granularity]map[key]int64{}
 	for _, g := range []presencestats.Granularity{presencestats.Month, presencestats.Year} {
 		seen := map[key]map[int]bool{}
 		for _, v := range visits {
 			b := g.Truncate(v.at, time.UTC)
-			for _, k := range []key{{v.room, b}, {uuid.Nil, b}} {
+			keys := []key{{v.room, b}, {uuid.Nil, b}}
+			if v.room == roomA || v.room == roomB {
+				keys = append(keys, key{roomsAB, b})
+			}
+			for _, k := range keys {
 				if seen[k] == nil {
 					seen[k] = map[int]bool{}
 				}
@@ -69,12 +85,16 @@ func TestReportRecentUniqueUsers(t *testing.T) {
 		t.Fatalf("scenario: %d users in March, want 6", n)
 	}
 	for i, v := range visits {
-		_, err := pool.Exec(ctx, `
+		insert := `
 			INSERT INTO presence_events (event_id, ts, room_id, user_id, session_id, event_type, online_after, online_delta, session_seconds, reason)
 			VALUES (gen_random_uuid(), $1, $2, $3, $4, 'connected', 1, 1, NULL, NULL),
-			       (gen_random_uuid(), $1::timestamptz + interval '10 minutes', $2, $3, $4, 'disconnected', 0, -1, 600, 'closed')`,
-			v.at.Add(time.Duration(i)*time.Second), v.room, users[v.user], uuid.New())
-		if err != nil {
+			       (gen_random_uuid(), $1::timestamptz + interval '10 minutes', $2, $3, $4, 'disconnected', 0, -1, 600, 'closed')`
+		if v.stay {
+			insert = `
+			INSERT INTO presence_events (event_id, ts, room_id, user_id, session_id, event_type, online_after, online_delta, session_seconds, reason)
+			VALUES (gen_random_uuid(), $1, $2, $3, $4, 'connected', 1, 1, NULL, NULL)`
+		}
+		if _, err := pool.Exec(ctx, insert, v.at.Add(time.Duration(i)*time.Second), v.room, users[v.user], uuid.New()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,10 +121,13 @@ func TestReportRecentUniqueUsers(t *testing.T) {
 				}
 				for _, row := range totals {
 					var w int64
-					if rooms == nil || len(rooms) == 2 {
+					switch len(rooms) {
+					case 0: // every room
 						w = want[g][key{uuid.Nil, row.Bucket}]
-					} else { // room A alone
+					case 1: // room A alone
 						w = want[g][key{roomA, row.Bucket}]
+					case 2: // rooms A and B
+						w = want[g][key{roomsAB, row.Bucket}]
 					}
 					if row.UniqueUsers != w {
 						t.Errorf("%s, rooms %v: total at %s: %d unique users, want %d", g, rooms, row.Bucket.Format(time.DateOnly), row.UniqueUsers, w)
@@ -112,10 +135,32 @@ func TestReportRecentUniqueUsers(t *testing.T) {
 				}
 			}
 		}
+		// The rooms whose one user stays: online 1 in every bucket after the connection (a bucket
+		// of the year 2026 began before the one in February), from their counts at the start.
+		for _, g := range presencestats.Granularities {
+			for _, rooms := range [][]uuid.UUID{nil, {roomLastYear, roomLastMonth}} {
+				q := presencestats.ReportQuery{RoomIDs: rooms, Start: day(10, 5), End: now, Granularity: g, Metrics: presencestats.Metrics}
+				if g == presencestats.Hour {
+					q.Start = day(17, 5)
+				}
+				err := reports.Stats(ctx, q, func(row presencestats.ReportRow) error {
+					stayed := row.RoomID == roomLastYear || (row.RoomID == roomLastMonth && g != presencestats.Year)
+					if stayed && (row.PeakOnline != 1 || math.Abs(row.AvgOnline-1) > 1e-9) {
+						t.Errorf("%s, rooms %v: room %s at %s: peak %d, average %v; want 1 and 1", g, rooms, row.RoomID, row.Bucket, row.PeakOnline, row.AvgOnline)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 	}
 	t.Run("nothing materialized", check)
 	refreshAggregates(ctx, t, pool, day(9, 0), regexp.MustCompile(`^presence_user_(weekly|monthly)$`).MatchString)
 	t.Run("February and the first whole week materialized", check)
+	refreshAggregates(ctx, t, pool, day(9, 0), regexp.MustCompile(`^presence_room_monthly$`).MatchString)
+	t.Run("room months materialized, not years", check)
 	refreshAggregates(ctx, t, pool, day(16, 0), nil)
 	t.Run("everything up to this week materialized", check)
 }
