@@ -39,6 +39,10 @@ type ReportQuery struct {
 	Start, End  time.Time
 	Granularity Granularity
 	Metrics     []Metric
+	// EveryRoom is, when RoomIDs is empty and the caller has just read the room list (the admin
+	// API does, to bound the rows a report may return), that list, so the report does not read it
+	// again. Nil: the report reads it.
+	EveryRoom []uuid.UUID
 }
 
 // Wants reports whether the query asks for m.

@@ -95,6 +95,7 @@ func (a *Admin) parseReportQuery(ctx context.Context, c *gin.Context) (presences
 			return q, "", fmt.Errorf("count rooms for REPORT_MAX_POINTS: %w", err)
 		}
 		rooms = max(len(all), 1)
+		q.EveryRoom = all // the report's every room, not read twice
 	}
 	limit := a.maxPoints
 	if format == FormatXLSX {

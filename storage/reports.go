@@ -216,9 +216,12 @@ func (s selection) counts(starts map[uuid.UUID]int64) ([]int64, int64) {
 func (r *Reports) selectRooms(ctx context.Context, q presencestats.ReportQuery) (selection, error) {
 	sel := selection{rooms: q.RoomIDs, every: len(q.RoomIDs) == 0}
 	if sel.every {
-		var err error
-		if sel.rooms, err = r.Rooms(ctx); err != nil {
-			return sel, err
+		sel.rooms = q.EveryRoom
+		if sel.rooms == nil {
+			var err error
+			if sel.rooms, err = r.Rooms(ctx); err != nil {
+				return sel, err
+			}
 		}
 	}
 	sel.rooms = slices.Compact(slices.SortedFunc(slices.Values(sel.rooms), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }))
@@ -238,7 +241,8 @@ func (r *Reports) validate(q presencestats.ReportQuery) error {
 // Stats calls fn for each room and bucket of q, ordered by room then bucket, streaming: rows are
 // not held in memory. Every bucket whose start is in [Truncate(q.Start), q.End) is there, quiet
 // ones included (their counts are the ones carried from before). No rooms in q means every room
-// seen in the aggregates (Rooms). Metrics not asked for are still filled (the caller drops them).
+// seen in the aggregates (q.EveryRoom, else Rooms). Metrics not asked for are still filled (the
+// caller drops them).
 // Errors: EINVALID for a bad query (unknown granularity, End not after Start), EUNAVAILABLE when
 // the database is unreachable, fn's own error unchanged, EINTERNAL otherwise.
 func (r *Reports) Stats(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) error {
