@@ -250,7 +250,8 @@ func (r *Reports) Stats(ctx context.Context, q presencestats.ReportQuery, fn fun
 	if err != nil {
 		return err
 	}
-	return r.scan(ctx, q, b, func(s statRow) error { return fn(s.ReportRow) })
+	_, err = r.scan(ctx, q, b, func(s statRow) error { return fn(s.ReportRow) })
+	return err
 }
 
 // reportBase is what the parts of a report share, read once per report (begin).
@@ -284,18 +285,26 @@ func (r *Reports) begin(ctx context.Context, q presencestats.ReportQuery) (repor
 }
 
 // Report is Stats, Totals and (when q asks for peak_hours) PeakHours in one call, as the JSON
-// API answers them: the room list and the counts at the start of the range are read once.
+// API answers them: the room list and the counts at the start of the range are read once, and
+// the totals are summed from the stats rows as they stream by (Totals alone reads them from the
+// aggregates: the same sums, added in another order, so averages may differ in the last bits);
+// only their unique users are read apart.
 // Errors: as Stats.
 func (r *Reports) Report(ctx context.Context, q presencestats.ReportQuery, fn func(presencestats.ReportRow) error) ([]presencestats.TotalsRow, []presencestats.PeakHour, error) {
 	b, err := r.begin(ctx, q)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := r.scan(ctx, q, b, func(s statRow) error { return fn(s.ReportRow) }); err != nil {
+	sums := newRowSums(q.Granularity, b.first, q.End, r.CountBuckets(q))
+	last, err := r.scan(ctx, q, b, func(s statRow) error {
+		sums.add(s)
+		return fn(s.ReportRow)
+	})
+	if err != nil {
 		return nil, nil, err
 	}
-	totals, last, err := r.totals(ctx, q, b)
-	if err != nil {
+	totals := sums.totals()
+	if err := r.countTotalUsers(ctx, q, b, totals, sums.index); err != nil {
 		return nil, nil, err
 	}
 	var hours []presencestats.PeakHour
@@ -317,13 +326,18 @@ type roomRows struct {
 }
 
 // scan walks every bucket of every selected room, merging in the sparse aggregate rows and
-// carrying each room's count from starts (its count at the first bucket's start).
-func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b reportBase, fn func(statRow) error) error {
+// carrying each room's count from starts (its count at the first bucket's start). It returns the
+// rooms' summed count at the end of the last bucket.
+func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b reportBase, fn func(statRow) error) (countAt, error) {
 	g, first, recent := q.Granularity, b.first, b.recent
 	now := r.Now()
+	last := countAt{at: first}
+	for last.at.Before(q.End) {
+		last.at = g.Next(last.at)
+	}
 	rows, err := r.pool.Query(ctx, r.stats[g], b.sel.param(), first, q.End)
 	if err != nil {
-		return pgError(err, "query report stats")
+		return last, pgError(err, "query report stats")
 	}
 	defer rows.Close()
 	var next roomRows
@@ -348,13 +362,13 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b repor
 		return nil
 	}
 	if err := advance(); err != nil {
-		return err
+		return last, err
 	}
 	for _, room := range b.sel.rooms {
 		// Skip rooms that are not selected (every room: one that appeared after the room list was read).
 		for have && bytes.Compare(next.room[:], room[:]) < 0 {
 			if err := advance(); err != nil {
-				return err
+				return last, err
 			}
 		}
 		var cur *roomRows
@@ -398,16 +412,17 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b repor
 				i++
 			}
 			if err := fn(s); err != nil {
-				return err
+				return last, err
 			}
 		}
+		last.total += online // the room's count at the end of the last bucket
 		if cur != nil {
 			if err := advance(); err != nil {
-				return err
+				return last, err
 			}
 		}
 	}
-	return nil
+	return last, nil
 }
 
 // onlineAt returns each selected room's online count at s, the start of a bucket of g, when it
@@ -746,7 +761,7 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 
 // totals is Totals over b; it also returns the rooms' summed count at the end of the last bucket.
 func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b reportBase) ([]presencestats.TotalsRow, countAt, error) {
-	sel, first, recent := b.sel, b.first, b.recent
+	sel, first := b.sel, b.first
 	totals := make([]presencestats.TotalsRow, 0, r.CountBuckets(q))
 	index := map[int64]int{}
 	last, err := r.sums(ctx, sel, q.Granularity, first, q.End, b.starts, func(t bucketTotal) {
@@ -760,44 +775,90 @@ func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b rep
 	if err != nil {
 		return nil, last, err
 	}
-	// Unique users up to recent.from: every room, the counts kept by the all-users aggregate; a
-	// selection, count its user rows. After it: the recent counts.
-	for bucket, n := range recent.all {
+	return totals, last, r.countTotalUsers(ctx, q, b, totals, index)
+}
+
+// countTotalUsers fills in the unique users of totals (index: bucket start in Unix seconds ->
+// row): up to b.recent.from, for every room the counts kept by the all-users aggregate, for a
+// selection a count of its user rows; after it, the recent counts.
+func (r *Reports) countTotalUsers(ctx context.Context, q presencestats.ReportQuery, b reportBase, totals []presencestats.TotalsRow, index map[int64]int) error {
+	for bucket, n := range b.recent.all {
 		if i, ok := index[bucket]; ok {
 			totals[i].UniqueUsers = n
 		}
 	}
 	upTo := q.End
-	if recent.from.Before(upTo) {
-		upTo = recent.from
+	if b.recent.from.Before(upTo) {
+		upTo = b.recent.from
 	}
-	if !first.Before(upTo) {
-		return totals, last, nil
+	if !b.first.Before(upTo) {
+		return nil
 	}
 	var rows pgx.Rows
-	if sel.every {
-		rows, err = r.pool.Query(ctx, r.allUsers[q.Granularity], first, upTo)
+	var err error
+	if b.sel.every {
+		rows, err = r.pool.Query(ctx, r.allUsers[q.Granularity], b.first, upTo)
 	} else {
-		rows, err = r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(sel.rooms), first, upTo)
+		rows, err = r.pool.Query(ctx, r.totalUsers[q.Granularity], uuidArray(b.sel.rooms), b.first, upTo)
 	}
 	if err != nil {
-		return nil, last, pgError(err, "query report unique users")
+		return pgError(err, "query report unique users")
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var bucket time.Time
 		var n int64
 		if err := rows.Scan(&bucket, &n); err != nil {
-			return nil, last, pgError(err, "read report unique users")
+			return pgError(err, "read report unique users")
 		}
 		if i, ok := index[bucket.Unix()]; ok {
 			totals[i].UniqueUsers = n
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, last, pgError(err, "read report unique users")
+		return pgError(err, "read report unique users")
 	}
-	return totals, last, nil
+	return nil
+}
+
+// rowSums adds a report's stats rows up per bucket into its totals, as Totals works them out from
+// the aggregates (TotalsRow): peaks, averages and connections summed over rooms, session duration
+// weighted by the sessions that ended in each; unique users are counted apart.
+type rowSums struct {
+	buckets []bucketTotal
+	index   map[int64]int // bucket start (Unix seconds) -> position in buckets
+}
+
+// newRowSums prepares the sums of the buckets of g in [first, end); n is their number.
+func newRowSums(g presencestats.Granularity, first, end time.Time, n int) *rowSums {
+	s := &rowSums{buckets: make([]bucketTotal, 0, n), index: make(map[int64]int, n)}
+	for b := first; b.Before(end); b = g.Next(b) {
+		s.index[b.Unix()] = len(s.buckets)
+		s.buckets = append(s.buckets, bucketTotal{bucket: b})
+	}
+	return s
+}
+
+// add adds one stats row to its bucket's sums.
+func (s *rowSums) add(row statRow) {
+	t := &s.buckets[s.index[row.Bucket.Unix()]]
+	t.peak += row.PeakOnline
+	t.avg += row.AvgOnline
+	t.connections += row.TotalConnections
+	t.sessionsEnded += row.sessionsEnded
+	t.sessionSecondsSum += row.sessionSecondsSum
+}
+
+// totals returns the sums as totals rows, without unique users.
+func (s *rowSums) totals() []presencestats.TotalsRow {
+	out := make([]presencestats.TotalsRow, len(s.buckets))
+	for i, t := range s.buckets {
+		out[i] = presencestats.TotalsRow{Bucket: t.bucket, PeakOnline: t.peak, AvgOnline: t.avg, TotalConnections: t.connections}
+		if t.sessionsEnded > 0 {
+			out[i].AvgSessionDuration = t.sessionSecondsSum / float64(t.sessionsEnded)
+		}
+	}
+	return out
 }
 
 // PeakHours returns presence by hour of day (0-23 in the report zone) over q's range for the
