@@ -194,9 +194,10 @@ func BenchmarkReportQueries(b *testing.B) {
 	}
 
 	reports := storage.NewReports(pool, time.UTC)
-	// Every room (no room_ids) over each granularity's typical range, named by the granularity;
-	// then a few rooms picked out of the hundred, named by granularity, rooms and range. The first
-	// of those is the seed design's own acceptance test: one room's hourly report over 24 hours.
+	// Every room (no room_ids) over each granularity's typical range, named by the granularity,
+	// and every room's hours over one day; then a few rooms picked out of the hundred, named by
+	// granularity, rooms and range. The first of those is the seed design's own acceptance test:
+	// one room's hourly report over 24 hours.
 	for _, tc := range []struct {
 		name  string
 		g     presencestats.Granularity
@@ -208,6 +209,7 @@ func BenchmarkReportQueries(b *testing.B) {
 		{"week", presencestats.Week, end.AddDate(-1, 0, 0), 0},
 		{"month", presencestats.Month, start, 0},
 		{"year", presencestats.Year, start, 0},
+		{"hour-24h", presencestats.Hour, end.AddDate(0, 0, -1), 0},
 		{"hour-1room-24h", presencestats.Hour, end.AddDate(0, 0, -1), 1},
 		{"hour-1room-7d", presencestats.Hour, end.AddDate(0, 0, -7), 1},
 		{"hour-10rooms-7d", presencestats.Hour, end.AddDate(0, 0, -7), 10},
