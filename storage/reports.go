@@ -123,7 +123,7 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.bucketSums[g] = rep.Replace(sums)
 		r.totalSums[g] = rep.Replace(totalSums)
 		weeklyLast, monthlyLast := "NULL::timestamptz", "NULL::timestamptz"
-		if g == presencestats.Month || g == presencestats.Year {
+		if weeklyTiles(g) {
 			weeklyLast = "(SELECT max(bucket) FROM {{user_weekly_materialized}} WHERE bucket >= $2::timestamptz)"
 			monthlyLast = "(SELECT max(bucket) FROM {{user_monthly_materialized}} WHERE bucket >= $2::timestamptz)"
 		}
@@ -520,7 +520,7 @@ func (r *Reports) readMarks(ctx context.Context, g presencestats.Granularity, fi
 		return m, err
 	}
 	args := []any{first}
-	if g == presencestats.Month || g == presencestats.Year { // the per-user marks, from the month before this one
+	if weeklyTiles(g) { // the per-user marks, from the month before this one
 		args = append(args, presencestats.Month.Truncate(r.Now(), r.loc).AddDate(0, -1, 0))
 	}
 	if err := r.pool.QueryRow(ctx, sql.marks[g], args...).Scan(&m.roomsUsers, &m.allUsers, &m.userWeekly, &m.userMonthly,
@@ -540,14 +540,12 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 	if err != nil {
 		return out, err
 	}
-	if m.roomsUsers != nil && m.allUsers != nil {
-		last := *m.roomsUsers
-		if m.allUsers.Before(last) {
-			last = *m.allUsers
-		}
-		if from := g.Next(g.Truncate(last, r.loc)); from.After(first) {
-			out.from = from
-		}
+	counted := m.roomsUsers // the earlier of the two marks; none if either has none
+	if m.allUsers == nil || (counted != nil && m.allUsers.Before(*counted)) {
+		counted = m.allUsers
+	}
+	if from := materializedEnd(g, counted, r.loc); from.After(first) {
+		out.from = from
 	}
 	if !out.from.Before(end) {
 		return out, nil
@@ -580,6 +578,12 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 	return out, nil
 }
 
+// weeklyTiles reports whether reports of g count their recent unique users from monthly, daily
+// and weekly tiles (recentUserTiles), which need the per-user weekly and monthly marks.
+func weeklyTiles(g presencestats.Granularity) bool {
+	return g == presencestats.Month || g == presencestats.Year
+}
+
 // recentTiles bounds the four tiles of report_recent_users.sql over the report buckets [from, hi)
 // of g (recentUserTiles names their sources). Hours, days and weeks: the first tile takes it all.
 // Months and years, with weeklyLast and monthlyLast the last buckets materialized in those
@@ -593,7 +597,7 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 //
 // so each week lies in one month, and no tile reads past what is materialized in its source.
 func (r *Reports) recentTiles(g presencestats.Granularity, from, hi time.Time, weeklyLast, monthlyLast *time.Time) [5]time.Time {
-	if g != presencestats.Month && g != presencestats.Year {
+	if !weeklyTiles(g) {
 		return [5]time.Time{from, hi, hi, hi, hi}
 	}
 	clamp := func(t, lo, up time.Time) time.Time {
@@ -691,9 +695,8 @@ type bucketTotal struct {
 // sums calls fn for every bucket of g in [first, end), in order, with the selected rooms'
 // totals, starting from their counts at first (starts): report_bucket_sums.sql (a selection) or
 // report_total_sums.sql (every room) return the buckets with aggregate rows as changes against
-// the carried total; the quiet buckets in between keep it. It returns the carried total at the
-// end of the last bucket.
-func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time, starts map[uuid.UUID]int64, fn func(bucketTotal)) (countAt, error) {
+// the carried total; the quiet buckets in between keep it.
+func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granularity, first, end time.Time, starts map[uuid.UUID]int64, fn func(bucketTotal)) error {
 	online, total := sel.counts(starts) // total: the rooms' summed count at the current bucket's start
 	now := r.Now()
 	var rows pgx.Rows
@@ -704,7 +707,7 @@ func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granu
 		rows, err = r.pool.Query(ctx, r.bucketSums[g], first, end, now, bucketWidth[g], r.loc.String(), uuidArray(sel.rooms), online)
 	}
 	if err != nil {
-		return countAt{}, pgError(err, "query report totals")
+		return pgError(err, "query report totals")
 	}
 	defer rows.Close()
 	type change struct {
@@ -718,15 +721,14 @@ func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granu
 		var b time.Time
 		var c change
 		if err := rows.Scan(&b, &c.d, &c.p, &c.a, &c.conns, &c.ended, &c.seconds); err != nil {
-			return countAt{}, pgError(err, "read report totals")
+			return pgError(err, "read report totals")
 		}
 		changes[b.Unix()] = c
 	}
 	if err := rows.Err(); err != nil {
-		return countAt{}, pgError(err, "read report totals")
+		return pgError(err, "read report totals")
 	}
-	b := first
-	for ; b.Before(end); b = g.Next(b) {
+	for b := first; b.Before(end); b = g.Next(b) {
 		c := changes[b.Unix()]
 		t := bucketTotal{bucket: b, connections: c.conns, sessionsEnded: c.ended, sessionSecondsSum: c.seconds}
 		if b.Before(now) { // a bucket not begun yet counts as zero, as in Stats
@@ -736,7 +738,7 @@ func (r *Reports) sums(ctx context.Context, sel selection, g presencestats.Granu
 		fn(t)
 		total += c.d
 	}
-	return countAt{at: b, total: total}, nil
+	return nil
 }
 
 // countAt is the selected rooms' summed online count at a time.
@@ -755,27 +757,14 @@ func (r *Reports) Totals(ctx context.Context, q presencestats.ReportQuery) ([]pr
 	if err != nil {
 		return nil, err
 	}
-	totals, _, err := r.totals(ctx, q, b)
-	return totals, err
-}
-
-// totals is Totals over b; it also returns the rooms' summed count at the end of the last bucket.
-func (r *Reports) totals(ctx context.Context, q presencestats.ReportQuery, b reportBase) ([]presencestats.TotalsRow, countAt, error) {
-	sel, first := b.sel, b.first
-	totals := make([]presencestats.TotalsRow, 0, r.CountBuckets(q))
-	index := map[int64]int{}
-	last, err := r.sums(ctx, sel, q.Granularity, first, q.End, b.starts, func(t bucketTotal) {
-		row := presencestats.TotalsRow{Bucket: t.bucket, PeakOnline: t.peak, AvgOnline: t.avg, TotalConnections: t.connections}
-		if t.sessionsEnded > 0 {
-			row.AvgSessionDuration = t.sessionSecondsSum / float64(t.sessionsEnded)
-		}
-		index[t.bucket.Unix()] = len(totals)
-		totals = append(totals, row)
-	})
-	if err != nil {
-		return nil, last, err
+	s := newRowSums(q.Granularity, b.first, q.End, r.CountBuckets(q))
+	if err := r.sums(ctx, b.sel, q.Granularity, b.first, q.End, b.starts, func(t bucketTotal) {
+		s.buckets[s.index[t.bucket.Unix()]] = t
+	}); err != nil {
+		return nil, err
 	}
-	return totals, last, r.countTotalUsers(ctx, q, b, totals, index)
+	totals := s.totals()
+	return totals, r.countTotalUsers(ctx, q, b, totals, s.index)
 }
 
 // countTotalUsers fills in the unique users of totals (index: bucket start in Unix seconds ->
@@ -821,9 +810,10 @@ func (r *Reports) countTotalUsers(ctx context.Context, q presencestats.ReportQue
 	return nil
 }
 
-// rowSums adds a report's stats rows up per bucket into its totals, as Totals works them out from
-// the aggregates (TotalsRow): peaks, averages and connections summed over rooms, session duration
-// weighted by the sessions that ended in each; unique users are counted apart.
+// rowSums holds the totals of a report's buckets (TotalsRow): peaks, averages and connections
+// summed over rooms, session duration weighted by the sessions that ended in each; unique users
+// are counted apart (countTotalUsers). Report adds its stats rows up into it (add); Totals sets
+// each bucket from the aggregates' sums.
 type rowSums struct {
 	buckets []bucketTotal
 	index   map[int64]int // bucket start (Unix seconds) -> position in buckets
