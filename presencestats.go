@@ -86,6 +86,8 @@ func (e PresenceEvent) Validate() error {
 		return Errorf(EINVALID, "unknown event type %q", e.Type)
 	case e.TS.IsZero():
 		return Errorf(EINVALID, "event has no timestamp")
+	case e.TS.Year() < 1 || e.TS.Year() > 9999:
+		return Errorf(EINVALID, "event time %s is outside years 1 to 9999", e.TS.UTC().Format(time.RFC3339))
 	case e.OnlineAfter < 0:
 		return Errorf(EINVALID, "online_after is negative")
 	case e.OnlineDelta < -1 || e.OnlineDelta > 1:

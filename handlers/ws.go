@@ -36,9 +36,13 @@ func parseRoomID(s string) (uuid.UUID, error) {
 	return id, nil
 }
 
+// truncate cuts s to at most n bytes, at a character boundary, marking the cut with "...".
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "..."
 }

@@ -363,18 +363,17 @@ func (c *Collector) requeue(batch []presencestats.PresenceEvent) {
 }
 
 // writeRetrying writes batch, retrying with backoff until it succeeds (true) or Close is called
-// (false: the caller still owns the batch). A batch the database rejects as invalid data is
-// dropped after a few tries, counted, so that it cannot block the events behind it.
+// (false: the caller still owns the batch). When the database rejects some of the batch as
+// invalid data, only the events it rejects are dropped, counted (writeSorting), so that they
+// neither block the events behind them nor take the rest of their batch with them.
 func (c *Collector) writeRetrying(ctx context.Context, batch []presencestats.PresenceEvent) bool {
 	backoff := c.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
 		err := c.write(ctx, batch, c.cfg.WriteTimeout)
-		if err == nil {
-			return true
+		if isDataError(err) {
+			err = c.writeSorting(ctx, batch, err)
 		}
-		if isDataError(err) && attempt >= 3 {
-			c.dropped.Add(int64(len(batch)))
-			c.log.Error("database rejects a batch of presence events: dropped", "events", len(batch), "err", err)
+		if err == nil {
 			return true
 		}
 		c.retried.Add(1)
@@ -390,6 +389,31 @@ func (c *Collector) writeRetrying(ctx context.Context, batch []presencestats.Pre
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}
+}
+
+// writeSorting writes a batch the database rejected (err) as invalid data in halves, and those
+// in halves, down to the single events it rejects, which are dropped, counted and logged: about
+// 2 x log2(batch) statements per bad event. Halves already written are no-ops when written again
+// (ON CONFLICT DO NOTHING), so the caller may retry the whole batch after any other error.
+func (c *Collector) writeSorting(ctx context.Context, rejected []presencestats.PresenceEvent, err error) error {
+	if len(rejected) == 1 {
+		e := rejected[0]
+		c.dropped.Add(1)
+		c.log.Error("database rejects a presence event: dropped", "event_id", e.EventID, "room_id", e.RoomID,
+			"type", e.Type, "ts", e.TS, "err", err)
+		return nil
+	}
+	half := len(rejected) / 2
+	for _, part := range [][]presencestats.PresenceEvent{rejected[:half], rejected[half:]} {
+		err := c.write(ctx, part, c.cfg.WriteTimeout)
+		if isDataError(err) {
+			err = c.writeSorting(ctx, part, err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // isDataError reports errors that retrying the same rows will not cure (data exceptions and
@@ -433,11 +457,11 @@ func (c *Collector) write(ctx context.Context, batch []presencestats.PresenceEve
 		if e.Type == presencestats.EventDisconnected {
 			seconds[i] = pgtype.Float8{Float64: e.SessionSeconds, Valid: true}
 		}
-		reasons[i] = pgtype.Text{String: e.Reason, Valid: e.Reason != ""}
+		reasons[i] = pgtype.Text{String: storableText(e.Reason), Valid: e.Reason != ""}
 		if e.UserIP.IsValid() {
 			ips[i] = pgtype.Text{String: e.UserIP.String(), Valid: true}
 		}
-		agents[i] = pgtype.Text{String: e.UserAgent, Valid: e.UserAgent != ""}
+		agents[i] = pgtype.Text{String: storableText(e.UserAgent), Valid: e.UserAgent != ""}
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -405,3 +405,99 @@ func TestCollectorCloseWithHungDatabase(t *testing.T) {
 		t.Fatalf("after Close: spooled %d, dropped %d; want 50, 0", n.Spooled, n.Dropped)
 	}
 }
+
+// TestCollectorStoresAnyText: a User-Agent that is not valid UTF-8, cut inside a character or
+// holding a NUL byte (text PostgreSQL refuses) is stored with U+FFFD in place of the bad bytes,
+// and the other events of its batch are stored with it.
+func TestCollectorStoresAnyText(t *testing.T) {
+	ctx := context.Background()
+	pool := storagetest.SharedDatabase(t)
+	c := startCollector(t, pool, func(cfg *storage.CollectorConfig) { cfg.FlushInterval = time.Hour; cfg.BatchSize = 4 })
+	room := uuid.New()
+	agents := map[string]string{
+		"curl \xff\xfe":       "curl \uFFFD", // a run of bad bytes becomes one U+FFFD
+		"Mozilla \xc3":        "Mozilla \uFFFD",
+		"nul\x00byte":         "nul\uFFFDbyte",
+		"plain agent/1.0 (é)": "plain agent/1.0 (é)",
+	}
+	want := map[uuid.UUID]string{}
+	for sent, stored := range agents {
+		ev := presencestats.PresenceEvent{
+			EventID: uuid.New(), TS: time.Now(), RoomID: room, UserID: uuid.New(), SessionID: uuid.New(),
+			Type: presencestats.EventConnected, OnlineAfter: 1, OnlineDelta: 1, UserAgent: sent,
+		}
+		want[ev.EventID] = stored
+		if err := c.Record(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRoomEvents(t, pool, room, len(agents), 10*time.Second)
+	rows, err := pool.Query(ctx, `SELECT event_id, user_agent FROM presence_events WHERE room_id = $1`, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id uuid.UUID
+		var agent string
+		if err := rows.Scan(&id, &agent); err != nil {
+			t.Fatal(err)
+		}
+		if agent != want[id] {
+			t.Errorf("user_agent of %s: got %q, want %q", id, agent, want[id])
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Counts().Dropped; got != 0 {
+		t.Fatalf("dropped: got %d, want 0", got)
+	}
+}
+
+// TestCollectorDropsOnlyRejectedEvents: when the database refuses some events of a batch as
+// invalid data (here a trigger refuses one user agent), those alone are dropped and counted;
+// the rest of the batch is stored.
+func TestCollectorDropsOnlyRejectedEvents(t *testing.T) {
+	ctx := context.Background()
+	pool := storagetest.NewDatabase(t) // its own: the trigger must not reach other tests
+	if _, err := pool.Exec(ctx, `
+CREATE FUNCTION test_refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.user_agent = 'poison' THEN
+        RAISE EXCEPTION 'poisoned event' USING ERRCODE = '22023';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_refuse_poison BEFORE INSERT ON presence_events
+    FOR EACH ROW EXECUTE FUNCTION test_refuse_poison();`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 37
+	c := startCollector(t, pool, func(cfg *storage.CollectorConfig) { cfg.FlushInterval = time.Hour; cfg.BatchSize = n })
+	room := uuid.New()
+	for i := range n {
+		agent := "fine"
+		if i == 5 || i == 30 {
+			agent = "poison"
+		}
+		if err := c.Record(presencestats.PresenceEvent{
+			EventID: uuid.New(), TS: time.Now(), RoomID: room, UserID: uuid.New(), SessionID: uuid.New(),
+			Type: presencestats.EventHeartbeat, OnlineAfter: 1, UserAgent: agent,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "the batch sorted", func() (bool, error) { return c.Counts().Dropped == 2, nil })
+	waitRoomEvents(t, pool, room, n-2, 10*time.Second)
+	var poisoned int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM presence_events WHERE user_agent = 'poison'`).Scan(&poisoned); err != nil {
+		t.Fatal(err)
+	}
+	if poisoned != 0 {
+		t.Fatalf("poisoned events stored: %d", poisoned)
+	}
+	if got := c.Counts().Written; got != n-2 {
+		t.Fatalf("written: got %d, want %d", got, n-2)
+	}
+}

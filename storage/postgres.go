@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -62,6 +63,17 @@ func MigrateUp(ctx context.Context, pool *pgxpool.Pool, reportZone *time.Locatio
 }
 
 // pgError translates PostgreSQL errors into application errors, in one place.
+// storableText returns s as PostgreSQL text can hold it: valid UTF-8 without NUL bytes, anything
+// else replaced by U+FFFD. A string a client supplied (a User-Agent header) could otherwise make
+// the database refuse the whole statement it is part of.
+func storableText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	}
+	return s
+}
+
 func pgError(err error, doing string) error {
 	if err == nil {
 		return nil
