@@ -45,6 +45,20 @@ type ReportQuery struct {
 	EveryRoom []uuid.UUID
 }
 
+// ReportTimeBounds returns the earliest first bucket start and the latest range end a report may
+// have in zone loc: every bucket starts in the years 1 to 9999, both in UTC and in loc, the years
+// an RFC 3339 time (the JSON and CSV answers) can be written in.
+func ReportTimeBounds(loc *time.Location) (firstBucket, end time.Time) {
+	firstBucket, end = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	if t := time.Date(1, 1, 1, 0, 0, 0, 0, loc); t.After(firstBucket) {
+		firstBucket = t
+	}
+	if t := time.Date(10000, 1, 1, 0, 0, 0, 0, loc); t.Before(end) {
+		end = t
+	}
+	return firstBucket, end
+}
+
 // Wants reports whether the query asks for m.
 func (q ReportQuery) Wants(m Metric) bool {
 	for _, v := range q.Metrics {

@@ -70,6 +70,14 @@ func (a *Admin) parseReportQuery(ctx context.Context, c *gin.Context) (presences
 	if q.Granularity, err = presencestats.ParseGranularity(g); err != nil {
 		return q, "", invalidf("granularity", "%q is not one of hour, day, week, month, year", g)
 	}
+	lo, hi := presencestats.ReportTimeBounds(a.loc)
+	if first := q.Granularity.Truncate(q.Start, a.loc); first.Before(lo) {
+		return q, "", invalidf("start_time", "%s: its %s bucket would start before the year 1 (reports cover the years 1 to 9999)",
+			c.Query("start_time"), q.Granularity)
+	}
+	if q.End.After(hi) {
+		return q, "", invalidf("end_time", "%s is after the year 9999 (reports cover the years 1 to 9999)", c.Query("end_time"))
+	}
 
 	if v := strings.TrimSpace(c.Query("metrics")); v == "" {
 		q.Metrics = append(q.Metrics, presencestats.Metrics...)
@@ -127,9 +135,15 @@ func parseTimeParam(c *gin.Context, name string) (time.Time, error) {
 	if !ok || strings.TrimSpace(v) == "" {
 		return time.Time{}, invalidf(name, "is required (RFC 3339, e.g. 2026-01-02T15:04:05Z)")
 	}
-	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(v))
+	t, err := parseRFC3339(v)
 	if err != nil {
 		return time.Time{}, invalidf(name, "%q is not an RFC 3339 time like 2026-01-02T15:04:05Z", v)
 	}
 	return t, nil
+}
+
+// parseRFC3339 parses an RFC 3339 time. RFC 3339 allows a lower-case "t" and "z" (section 5.6);
+// Go's layout wants upper case, and no other letter can appear in such a time.
+func parseRFC3339(v string) (time.Time, error) {
+	return time.Parse(time.RFC3339Nano, strings.ToUpper(strings.TrimSpace(v)))
 }

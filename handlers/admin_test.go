@@ -216,6 +216,14 @@ func TestAdminReportValidation(t *testing.T) {
 		{"too many buckets", map[string]string{"end_time": "2026-03-01T00:00:00Z"}, "start_time/end_time/granularity: at least 1001 buckets x 1 rooms is more than 1000 rows (REPORT_MAX_POINTS)"},
 		{"too many rooms x buckets", map[string]string{"room_ids": strings.Join(manyRooms[:50], ","), "end_time": "2026-01-01T23:00:00Z"}, "21 buckets x 50 rooms is more than 1000 rows"},
 		{"unknown format", map[string]string{"format": "pdf"}, `format: "pdf" is not csv or xlsx`},
+		// A NUL byte cannot be stored in the audit row as sent; the request is still audited (400).
+		{"NUL room id", map[string]string{"room_ids": "\x00"}, `room_ids: "\x00" is not a room UUID`},
+		// Buckets must start in the years 1 to 9999 in UTC (and REPORT_TIMEZONE): JSON and CSV
+		// cannot write other years.
+		{"first bucket before year 1", map[string]string{"start_time": "0001-01-01T00:30:00+01:00", "end_time": "0001-01-01T05:00:00Z"},
+			"start_time: 0001-01-01T00:30:00+01:00: its hour bucket would start before the year 1"},
+		{"end after year 9999", map[string]string{"start_time": "9999-12-31T22:00:00Z", "end_time": "9999-12-31T23:00:00-23:00"},
+			"end_time: 9999-12-31T23:00:00-23:00 is after the year 9999"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := map[string]string{}
@@ -236,13 +244,52 @@ func TestAdminReportValidation(t *testing.T) {
 	}
 	// Every rejected request left a 400 row.
 	rows := auditRows(t, e.pool, e.adminID)
-	if got, want := len(rows), 13; got != want {
+	if got, want := len(rows), 16; got != want {
 		t.Fatalf("audit rows = %d, want %d", got, want)
 	}
 	for _, r := range rows {
 		if r.Status != http.StatusBadRequest {
 			t.Fatalf("audit row %+v: status %d, want 400", r, r.Status)
 		}
+	}
+}
+
+// TestAdminReportOddInput: what RFC 3339 and HTTP allow is served, and a client's bytes that
+// PostgreSQL cannot store (a NUL in a parameter, a User-Agent that is not UTF-8) are audited with
+// U+FFFD in their place rather than refused as an unwritable audit row (503).
+func TestAdminReportOddInput(t *testing.T) {
+	e := newAdminEnv(t, storagetest.SharedDatabase(t), nil, 0)
+	path := reportPath(map[string]string{
+		"start_time": "2026-01-01t00:00:00z", "end_time": "2026-01-02T00:00:00z", "granularity": "Hour",
+		"room_ids": uuid.NewString(), "note": "a\x00b",
+	})
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.adminTok)
+	req.Header.Set("User-Agent", "odd-agent \xff\xfe")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d, want 200: %s", res.StatusCode, body)
+	}
+	rows := auditRows(t, e.pool, e.adminID)
+	if len(rows) != 1 {
+		t.Fatalf("audit rows = %+v, want one", rows)
+	}
+	if got, want := rows[0].UserAgent, "odd-agent \uFFFD"; got != want {
+		t.Errorf("audited user agent = %q, want %q", got, want)
+	}
+	if got, want := rows[0].Parameters["note"], "a\uFFFDb"; got != want {
+		t.Errorf("audited note = %q, want %q", got, want)
+	}
+	if got := rows[0].Parameters["start_time"]; got != "2026-01-01t00:00:00z" {
+		t.Errorf("audited start_time = %q, want it as sent", got)
 	}
 }
 

@@ -162,7 +162,7 @@ func (a *Admin) auditList(c *gin.Context, rec *auditRecord) {
 	if v := strings.TrimSpace(c.Query("before")); v != "" {
 		if id, err := strconv.ParseInt(v, 10, 64); err == nil && id > 0 {
 			q.BeforeID = id
-		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		} else if t, err := parseRFC3339(v); err == nil {
 			q.Before = t
 		} else {
 			rec.fail(invalidf("before", "%q is neither an RFC 3339 time nor an audit entry id", v))

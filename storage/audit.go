@@ -43,7 +43,9 @@ func (a *Audit) Record(ctx context.Context, e presencestats.AuditEntry) (int64, 
 		ip = &s
 	}
 	var id int64
-	err := a.pool.QueryRow(ctx, a.record, e.At, e.AdminID, e.Action, string(params), ip, e.UserAgent,
+	// The parameters and the user agent are as the client sent them: made storable, so that no
+	// byte of theirs can keep the row (and so the request) from being audited.
+	err := a.pool.QueryRow(ctx, a.record, e.At, e.AdminID, storableText(e.Action), string(storableJSON(params)), ip, storableText(e.UserAgent),
 		e.Status, float64(e.Duration.Microseconds())/1000).Scan(&id)
 	if err != nil {
 		return 0, pgError(err, "record audit entry")

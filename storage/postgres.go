@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -72,6 +73,31 @@ func storableText(s string) string {
 		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
 	}
 	return s
+}
+
+// storableJSON returns the JSON text b as a jsonb column takes it: valid UTF-8, and every \u0000
+// escape (jsonb refuses it) replaced by \ufffd. An escape is a backslash and the character after
+// it, so pairs are skipped whole and an escaped backslash followed by "u0000" is left alone.
+func storableJSON(b []byte) []byte {
+	b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
+	if !bytes.Contains(b, []byte(`\u0000`)) {
+		return b
+	}
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			out = append(out, b[i])
+			continue
+		}
+		if bytes.HasPrefix(b[i:], []byte(`\u0000`)) {
+			out = append(out, `\ufffd`...)
+			i += 5
+			continue
+		}
+		out = append(out, b[i], b[i+1])
+		i++
+	}
+	return out
 }
 
 func pgError(err error, doing string) error {

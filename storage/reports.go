@@ -235,6 +235,9 @@ func (r *Reports) validate(q presencestats.ReportQuery) error {
 	if !q.End.After(q.Start) {
 		return presencestats.Errorf(presencestats.EINVALID, "end_time must be after start_time")
 	}
+	if lo, hi := presencestats.ReportTimeBounds(r.loc); q.Granularity.Truncate(q.Start, r.loc).Before(lo) || q.End.After(hi) {
+		return presencestats.Errorf(presencestats.EINVALID, "the report's buckets must start in the years 1 to 9999")
+	}
 	return nil
 }
 
