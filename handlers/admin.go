@@ -48,8 +48,14 @@ type AdminConfig struct {
 	Location *time.Location
 	// MaxPoints is REPORT_MAX_POINTS: the most stats rows (rooms x buckets) one report may return.
 	MaxPoints int
-	Now       func() time.Time // the clock; time.Now when nil
+	// StallTimeout cuts off a CSV or XLSX download whose client accepts nothing for that long
+	// (DefaultStallTimeout when 0): a CSV download holds a database connection while it streams.
+	StallTimeout time.Duration
+	Now          func() time.Time // the clock; time.Now when nil
 }
+
+// DefaultStallTimeout is AdminConfig.StallTimeout's default.
+const DefaultStallTimeout = 20 * time.Second
 
 // Admin serves the admin API under /admin/api: reports (JSON, CSV, XLSX) and the audit trail.
 // Every request that carries a valid token is audited (see audit.go); requests without a valid
@@ -61,6 +67,7 @@ type Admin struct {
 	audit     AuditLog
 	loc       *time.Location
 	maxPoints int
+	stall     time.Duration
 	now       func() time.Time
 }
 
@@ -68,7 +75,10 @@ type Admin struct {
 func NewAdmin(cfg AdminConfig) *Admin {
 	a := &Admin{
 		auth: cfg.Auth, log: cfg.Logger, reports: cfg.Reports, audit: cfg.Audit,
-		loc: cfg.Location, maxPoints: cfg.MaxPoints, now: cfg.Now,
+		loc: cfg.Location, maxPoints: cfg.MaxPoints, stall: cfg.StallTimeout, now: cfg.Now,
+	}
+	if a.stall <= 0 {
+		a.stall = DefaultStallTimeout
 	}
 	if a.loc == nil {
 		a.loc = time.UTC

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -40,15 +41,19 @@ type adminEnv struct {
 // newAdminEnv serves the admin API over pool, reading reports from src (storage.Reports when nil).
 func newAdminEnv(t *testing.T, pool *pgxpool.Pool, src handlers.ReportSource, maxPoints int) *adminEnv {
 	t.Helper()
+	return newAdminEnvWith(t, pool, src, handlers.AdminConfig{MaxPoints: maxPoints})
+}
+
+// newAdminEnvWith is newAdminEnv with more of the admin API's settings (cfg; the rest is filled in).
+func newAdminEnvWith(t *testing.T, pool *pgxpool.Pool, src handlers.ReportSource, cfg handlers.AdminConfig) *adminEnv {
+	t.Helper()
 	if src == nil {
 		src = storage.NewReports(pool, time.UTC)
 	}
 	auth := handlers.NewTokenAuthority(testSecret)
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	admin := handlers.NewAdmin(handlers.AdminConfig{
-		Auth: auth, Logger: log, Reports: src, Audit: storage.NewAudit(pool),
-		Location: time.UTC, MaxPoints: maxPoints,
-	})
+	cfg.Auth, cfg.Logger, cfg.Reports, cfg.Audit, cfg.Location = auth, log, src, storage.NewAudit(pool), time.UTC
+	admin := handlers.NewAdmin(cfg)
 	rooms := handlers.NewWebAPI(src, log, admin.Guard(handlers.ActionRoomsList)...)
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger: log, Registry: prometheus.NewRegistry(), Features: []handlers.Feature{admin, rooms},
@@ -290,6 +295,63 @@ func TestAdminReportOddInput(t *testing.T) {
 	}
 	if got := rows[0].Parameters["start_time"]; got != "2026-01-01t00:00:00z" {
 		t.Errorf("audited start_time = %q, want it as sent", got)
+	}
+}
+
+// TestAdminCSVStalledClient: a client that stops reading a CSV download is cut off after
+// StallTimeout, which ends the query and frees its database connection (the only one locally),
+// instead of holding them for as long as it keeps the connection open.
+func TestAdminCSVStalledClient(t *testing.T) {
+	pool := storagetest.SharedDatabase(t)
+	e := newAdminEnvWith(t, pool, nil, handlers.AdminConfig{StallTimeout: 300 * time.Millisecond})
+	// 1,000 rooms x 100 hours: 100,000 rows, about 9 MB, more than loopback buffers hold.
+	rooms := make([]string, handlers.MaxReportRooms)
+	for i := range rooms {
+		rooms[i] = uuid.NewString()
+	}
+	path := reportPath(map[string]string{
+		"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-05T04:00:00Z", "granularity": "hour",
+		"room_ids": strings.Join(rooms, ","), "format": "csv",
+	})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer %s\r\n\r\n", path, e.adminTok); err != nil {
+		t.Fatal(err)
+	}
+	// The client reads nothing and keeps the connection open: the download's audit row must be
+	// completed as cut off while it does.
+	var result map[string]any
+	waitAudit := func() (bool, error) {
+		a := auditRows(t, pool, e.adminID)
+		if len(a) != 1 {
+			return false, nil
+		}
+		result, _ = a[0].Parameters["result"].(map[string]any)
+		return result != nil, nil
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for ok, _ := waitAudit(); !ok; ok, _ = waitAudit() {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled download was not cut off: its audit row was never completed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if result["complete"] != false {
+		t.Fatalf("audit result = %v, want complete false", result)
+	}
+	if rows, _ := result["rows"].(float64); rows >= 100000 {
+		t.Fatalf("audit result = %v: every row was sent to a client that read nothing", result)
+	}
+	// The database is free again: another report is answered while the stalled client is connected.
+	res, body := e.get(reportPath(map[string]string{
+		"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "granularity": "hour", "room_ids": rooms[0],
+	}), e.adminTok)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("report after the stall: status %d: %s", res.StatusCode, body)
 	}
 }
 

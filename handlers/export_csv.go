@@ -3,6 +3,7 @@ package handlers
 import (
 	"encoding/csv"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -60,7 +61,9 @@ func (a *Admin) reportCSV(c *gin.Context, rec *auditRecord, q presencestats.Repo
 		return
 	}
 	cols := reportColumns(q)
-	w := csv.NewWriter(c.Writer)
+	out := newStallGuard(c, a.stall)
+	defer out.release()
+	w := csv.NewWriter(out)
 	rows := 0
 	record := make([]string, 0, 3+len(cols))
 	err := a.reports.Stats(c.Request.Context(), q, func(r presencestats.ReportRow) error {
@@ -113,6 +116,28 @@ func (a *Admin) reportCSV(c *gin.Context, rec *auditRecord, q presencestats.Repo
 		abortConnection(c)
 	}
 }
+
+// stallGuard writes a download to the client with a write deadline renewed on every write, so
+// that a client which stops reading is cut off after the timeout instead of holding the request
+// (and, for a CSV download, its database connection) for as long as it keeps the connection open.
+// The server itself has no write timeout: WebSocket connections last.
+type stallGuard struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func newStallGuard(c *gin.Context, timeout time.Duration) *stallGuard {
+	return &stallGuard{w: c.Writer, rc: http.NewResponseController(c.Writer), timeout: timeout}
+}
+
+func (g *stallGuard) Write(p []byte) (int, error) {
+	_ = g.rc.SetWriteDeadline(time.Now().Add(g.timeout)) // not supported (a test recorder): no guard
+	return g.w.Write(p)
+}
+
+// release clears the deadline, so that a kept-alive connection's next request does not inherit it.
+func (g *stallGuard) release() { _ = g.rc.SetWriteDeadline(time.Time{}) }
 
 // abortConnection closes the client's connection without ending the response, so that a
 // download that failed half way is seen as failed (HTTP/1.1: no final chunk).

@@ -52,7 +52,9 @@ func (a *Admin) reportXLSX(c *gin.Context, rec *auditRecord, q presencestats.Rep
 	c.Header("Content-Type", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 	c.Header("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, reportFilename(q, a.loc, FormatXLSX)))
 	c.Status(http.StatusOK)
-	if err := f.Write(c.Writer); err != nil {
+	out := newStallGuard(c, a.stall)
+	defer out.release()
+	if err := f.Write(out); err != nil {
 		a.log.ErrorContext(c.Request.Context(), "xlsx download interrupted", "err", err,
 			"request_id", c.GetString(requestIDKey))
 		abortConnection(c)
