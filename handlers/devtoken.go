@@ -86,7 +86,9 @@ func jsonUnmarshalStrict(b []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if dec.More() {
+	// Anything but the end of the input after the object, a stray "}" included (which
+	// Decoder.More does not count as more), is refused.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("unexpected data after the JSON object")
 	}
 	return nil

@@ -271,6 +271,8 @@ func TestDevToken(t *testing.T) {
 		{"unknown field", `{"nam":"x"}`, "unknown field"},
 		{"not JSON", `name=x`, "body"},
 		{"long name", `{"name":"` + strings.Repeat("x", 65) + `"}`, "name"},
+		{"stray brace after the object", `{"name":"a"}}`, "unexpected data after the JSON object"},
+		{"a second object", `{"name":"a"} {"name":"b"}`, "unexpected data after the JSON object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, a := postDevToken(t, srv.URL, tc.body)

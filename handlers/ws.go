@@ -91,6 +91,20 @@ func (h *Hub) serveWS(c *gin.Context) {
 	<-dw.hijacked
 }
 
+// upgradeError answers a WebSocket handshake the upgrader refuses (not an upgrade request, an
+// unsupported version...) with the JSON error body every other answer has, instead of the
+// upgrader's plain text.
+func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+	code := presencestats.EINVALID
+	if status == http.StatusForbidden {
+		code = presencestats.EFORBIDDEN
+	}
+	w.Header().Set("Sec-Websocket-Version", "13") // the one version the server speaks
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(ErrorBody{Error: ErrorDetail{Code: code, Message: "websocket handshake: " + reason.Error()}})
+}
+
 // detachedWriter is the ResponseWriter of an upgrade running on another goroutine: release
 // (after a successful Hijack, or when the upgrade gave up and answered) lets the HTTP handler
 // return. Nothing writes to it after that.

@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -59,6 +60,34 @@ func TestWSRejectsBadRequestsBeforeUpgrade(t *testing.T) {
 			}
 			if got := resp.StatusCode; got != tt.want {
 				t.Errorf("status %d, want %d", got, tt.want)
+			}
+		})
+	}
+	// Past the checks, a request the WebSocket upgrader refuses gets the same JSON error body.
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+	}{
+		{"plain GET", nil},
+		{"unsupported version", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+			"Sec-Websocket-Version": {"8"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, s.URL+"/ws/rooms/"+room.String()+"?access_token="+good, nil)
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var body handlers.ErrorBody
+			if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+				t.Fatalf("status %d, body not the JSON error body: %v", res.StatusCode, err)
+			}
+			if res.StatusCode != http.StatusBadRequest || body.Error.Code != "invalid" || !strings.Contains(body.Error.Message, "websocket handshake") {
+				t.Fatalf("status %d, body %+v: want 400 invalid, websocket handshake", res.StatusCode, body)
 			}
 		})
 	}

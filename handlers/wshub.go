@@ -189,6 +189,7 @@ func NewHub(cfg HubConfig) *Hub {
 	m.Config.PingPeriod = h.heartbeatInterval()
 	m.Config.WriteWait = cfg.WriteWait
 	m.Upgrader.CheckOrigin = h.originAllowed
+	m.Upgrader.Error = upgradeError
 	// Memory per connection: a small read buffer of its own (frames larger than it are read in
 	// pieces), and write buffers borrowed from a pool only while a frame is written.
 	m.Upgrader.ReadBufferSize = 512
