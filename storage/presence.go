@@ -328,12 +328,14 @@ func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([
 	stats := presencestats.OnlineStats{RoomID: room, Timestamp: ts, OnlineCount: r.int(1), SessionCount: r.int(2)}
 	next := r.int(3)
 	var evs []presencestats.PresenceEvent
-	for i := 4; i+4 < len(vals); i += 5 {
-		session, user, connected := r.uuid(i), r.uuid(i+1), r.int(i+2)
+	for i := 4; i+5 < len(vals); i += 6 {
+		// Each expired session's event has a time of its own (the room clock, expire.lua), so that
+		// the count after the last of them is the one the aggregates keep.
+		session, user, connected, at := r.uuid(i), r.uuid(i+1), r.int(i+2), microTime(r.int(i+5))
 		evs = append(evs, presencestats.PresenceEvent{
-			EventID: presencestats.NewID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
+			EventID: presencestats.NewID(), TS: at, RoomID: room, UserID: user, SessionID: session,
 			Type: presencestats.EventDisconnected, OnlineDelta: int(r.int(i + 3)), OnlineAfter: int(r.int(i + 4)),
-			SessionSeconds: sessionSeconds(connected, ts), Reason: presencestats.ReasonTimeout,
+			SessionSeconds: sessionSeconds(connected, at), Reason: presencestats.ReasonTimeout,
 		})
 	}
 	if r.err != nil {

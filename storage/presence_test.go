@@ -246,3 +246,58 @@ func TestPresenceListen(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestPresenceEventTimesIncrease: every presence event of a room has a time of its own, later
+// than the room's previous event (the room clock), even when one sweep expires many sessions at
+// once or changes follow each other within a microsecond. The aggregates keep
+// last(online_after, ts) as a bucket's closing count: with tied times that would be any of them.
+func TestPresenceEventTimesIncrease(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newPresence(t, 200*time.Millisecond)
+	room := uuid.New()
+	var events []presencestats.PresenceEvent
+	var sessions []uuid.UUID
+	for i := range 30 {
+		s := uuid.New()
+		sessions = append(sessions, s)
+		ev, _, err := p.Join(ctx, room, uuid.New(), s, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, ev)
+		if i%3 == 0 { // a heartbeat (touch) and a rejoin (heartbeat event) between joins
+			st, _, err := p.Touch(ctx, room, []uuid.UUID{s})
+			if err != nil {
+				t.Fatal(err)
+			}
+			events = append(events, presencestats.PresenceEvent{TS: st.Timestamp, OnlineAfter: int(st.OnlineCount)})
+			if ev, _, err = p.Join(ctx, room, uuid.New(), s, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			events = append(events, ev)
+		}
+	}
+	ev, _, err := p.Leave(ctx, room, sessions[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	events = append(events, ev)
+	time.Sleep(300 * time.Millisecond)
+	expired, st, err := p.Expire(ctx, room, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(expired) != len(sessions)-1 || st.OnlineCount != 0 {
+		t.Fatalf("expired %d sessions, counts %+v: want %d and 0", len(expired), st, len(sessions)-1)
+	}
+	events = append(events, expired...)
+	for i := 1; i < len(events); i++ {
+		if !events[i].TS.After(events[i-1].TS) {
+			t.Fatalf("event %d at %s is not after event %d at %s", i, events[i].TS.Format(time.RFC3339Nano), i-1,
+				events[i-1].TS.Format(time.RFC3339Nano))
+		}
+	}
+	if last := expired[len(expired)-1]; last.OnlineAfter != 0 {
+		t.Fatalf("the last expiry leaves %d online, want 0", last.OnlineAfter)
+	}
+}

@@ -14,6 +14,10 @@ import "github.com/google/uuid"
 //	P{room}:sessdata             HASH   field session UUID -> "user|connected_us|inst"  join and touch; the
 //	                                    (user UUID, connected-at in Unix microseconds   sweeper normally
 //	                                    from Redis TIME, id of the instance holding it) empties them first
+//	                                    and field "clock" -> the room's event clock:    (sessdata keeps
+//	                                    the Unix microseconds of its last presence      "clock" until the
+//	                                    event; every event takes max(TIME, clock + 1),  TTL: an event
+//	                                    so no two events of a room share a time         after it is later)
 //	P{room}:users                HASH   field user UUID -> number of open sessions;    (an empty ZSET/HASH
 //	                                    HLEN = online_count (O(1)), the ZSET's ZCARD =  is deleted by Redis)
 //	                                    session_count (O(1))

@@ -3,10 +3,21 @@
 -- KEYS[4] (optional, not on Redis Cluster: another slot) the sweeper's rooms index ZSET
 -- ARGV[1] session id, ARGV[2] user id, ARGV[3] ttl ms, ARGV[4] instance id,
 -- ARGV[5] connected-at in microseconds (0: now), ARGV[6] stats channel, ARGV[7] room id
--- Returns {now_us, online_delta, online, sessions, existed (0|1), deadline_ms}.
+-- Returns {event time in microseconds (the room clock), online_delta, online, sessions, existed (0|1), deadline_ms}.
+-- The room's event clock (field "clock" of the session-data HASH, see rediskeys.go): the time of
+-- every presence event of a room, strictly increasing, so that no two share a time and
+-- last(online_after, ts) in the aggregates is the count after the room's last change.
+local function tick(us)
+  local last = tonumber(redis.call('HGET', KEYS[2], 'clock') or '0')
+  if us <= last then us = last + 1 end
+  redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', us))
+  -- A HASH made here (its sessions' data lost) must not outlive the room's keys by forever.
+  if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], 3600000) end
+  return us
+end
 local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local now_ms = math.floor(now_us / 1000)
+local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+local now_us = tick(tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local ttl = tonumber(ARGV[3])
 local deadline = now_ms + ttl
 local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])

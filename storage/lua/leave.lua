@@ -1,12 +1,24 @@
 -- leave: remove a session from a room.
 -- KEYS[1] room sessions ZSET, KEYS[2] room session-data HASH, KEYS[3] room users HASH
 -- ARGV[1] session id, ARGV[2] stats channel
--- Returns {now_us, online_delta, online, sessions, found (0|1), user id, connected_us}.
-local t = redis.call('TIME')
-local now_s = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
-  return {now_s, 0, redis.call('HLEN', KEYS[3]), redis.call('ZCARD', KEYS[1]), 0, '', '0'}
+-- Returns {event time in microseconds (the room clock when found), online_delta, online, sessions, found (0|1), user id, connected_us}.
+-- The room's event clock (field "clock" of the session-data HASH, see rediskeys.go): the time of
+-- every presence event of a room, strictly increasing, so that no two share a time and
+-- last(online_after, ts) in the aggregates is the count after the room's last change.
+local function tick(us)
+  local last = tonumber(redis.call('HGET', KEYS[2], 'clock') or '0')
+  if us <= last then us = last + 1 end
+  redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', us))
+  -- A HASH made here (its sessions' data lost) must not outlive the room's keys by forever.
+  if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], 3600000) end
+  return us
 end
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+  return {string.format('%.0f', now_us), 0, redis.call('HLEN', KEYS[3]), redis.call('ZCARD', KEYS[1]), 0, '', '0'}
+end
+local now_s = string.format('%.0f', tick(now_us))
 local data = redis.call('HGET', KEYS[2], ARGV[1]) or ''
 redis.call('HDEL', KEYS[2], ARGV[1])
 local user, connected = string.match(data, '^([^|]*)|([^|]*)')
