@@ -64,8 +64,9 @@ func (c *CollectorConfig) defaults() {
 // up to BatchSize events, or whatever is there every FlushInterval, each as one
 // INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING, retrying with backoff while the
 // database is down. Past Buffer events in memory, the oldest go to an append-only spool file
-// (fsynced per batch), replayed in order before newer events when the database is back, and at
-// the next start. The oldest events are dropped, and counted, only without a spool or when it is
+// (fsynced per batch), replayed before newer events when the database is back, and at the next
+// start; once a write has failed for want of the database, every event goes there as it comes,
+// the batch the writer held included, until a write succeeds. The oldest events are dropped, and counted, only without a spool or when it is
 // full. Replays and retries never duplicate rows: (event_id, ts) is unique.
 type Collector struct {
 	pool   *pgxpool.Pool
@@ -84,8 +85,12 @@ type Collector struct {
 	// half done, so a spilled batch is never overtaken by newer events.
 	spillMu sync.Mutex
 
-	wake    chan struct{} // a batch is full
-	spill   chan struct{} // memory is over Buffer
+	wake  chan struct{} // a batch is full
+	spill chan struct{} // memory is over Buffer, or holds anything during an outage
+	// outage is set when a write fails for want of the database and cleared by the next write
+	// that succeeds. Meanwhile (with a spool) every event goes to the spool as it comes, the batch
+	// the writer held included, so that a crash during an outage loses only the last moments.
+	outage  atomic.Bool
 	started atomic.Bool
 	done    chan struct{} // Run has returned
 
@@ -192,6 +197,9 @@ func (c *Collector) Record(ev presencestats.PresenceEvent) error {
 	c.recorded.Add(1)
 	if n >= c.cfg.BatchSize {
 		notify(c.wake)
+	}
+	if c.spool != nil && c.outage.Load() {
+		notify(c.spill)
 	}
 	if n > c.cfg.Buffer && c.spool != nil {
 		if n > 2*c.cfg.Buffer {
@@ -310,7 +318,7 @@ func (c *Collector) writer(ctx context.Context) {
 			if !ok {
 				continue
 			}
-			if !c.writeRetrying(ctx, events) {
+			if !c.writeRetrying(ctx, events, nil) {
 				return // closing: the frame stays in the spool for the next start
 			}
 			c.replayed.Add(int64(len(events)))
@@ -331,11 +339,28 @@ func (c *Collector) writer(ctx context.Context) {
 			}
 			continue
 		}
-		if !c.writeRetrying(ctx, batch) {
+		if !c.writeRetrying(ctx, batch, c.spoolHeld) {
 			c.requeue(batch) // closing: drain spools it with the rest
 			return
 		}
 	}
+}
+
+// spoolHeld moves a batch taken from memory that the database did not take (it is down) to the
+// spool, with everything memory holds, so that none of it waits for the database in memory only;
+// the writer then retries from the spool. False without a spool, or when the spool fails: the
+// writer keeps the batch and retries it.
+func (c *Collector) spoolHeld(batch []presencestats.PresenceEvent) bool {
+	if c.spool == nil {
+		return false
+	}
+	c.spillMu.Lock()
+	ok := c.toSpool(batch)
+	c.spillMu.Unlock()
+	if ok {
+		notify(c.spill)
+	}
+	return ok
 }
 
 // take removes the oldest batch from memory: a full one, or any when a flush is due.
@@ -365,8 +390,10 @@ func (c *Collector) requeue(batch []presencestats.PresenceEvent) {
 // writeRetrying writes batch, retrying with backoff until it succeeds (true) or Close is called
 // (false: the caller still owns the batch). When the database rejects some of the batch as
 // invalid data, only the events it rejects are dropped, counted (writeSorting), so that they
-// neither block the events behind them nor take the rest of their batch with them.
-func (c *Collector) writeRetrying(ctx context.Context, batch []presencestats.PresenceEvent) bool {
+// neither block the events behind them nor take the rest of their batch with them. When a write
+// fails otherwise, the collector is in an outage, and park (when not nil) may take the batch
+// elsewhere (true: done with it here).
+func (c *Collector) writeRetrying(ctx context.Context, batch []presencestats.PresenceEvent, park func([]presencestats.PresenceEvent) bool) bool {
 	backoff := c.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
 		err := c.write(ctx, batch, c.cfg.WriteTimeout)
@@ -374,7 +401,14 @@ func (c *Collector) writeRetrying(ctx context.Context, batch []presencestats.Pre
 			err = c.writeSorting(ctx, batch, err)
 		}
 		if err == nil {
+			c.outage.Store(false)
 			return true
+		}
+		if !c.closing() {
+			c.outage.Store(true)
+			if park != nil && park(batch) {
+				return true
+			}
 		}
 		c.retried.Add(1)
 		if attempt == 1 || attempt%20 == 0 {
@@ -495,7 +529,11 @@ func (c *Collector) spillOnce() bool {
 	c.spillMu.Lock()
 	defer c.spillMu.Unlock()
 	c.mu.Lock()
-	over := len(c.mem) - c.cfg.Buffer
+	keep := c.cfg.Buffer
+	if c.outage.Load() {
+		keep = 0 // nothing waits for the database in memory only
+	}
+	over := len(c.mem) - keep
 	if over <= 0 {
 		c.mu.Unlock()
 		return false

@@ -289,6 +289,39 @@ func TestCollectorOutage(t *testing.T) {
 	}
 }
 
+// TestCollectorOutageSpoolsAtOnce: while the database is down, every event goes to the spool as
+// it comes (the batch the writer held included), not only what memory cannot hold, so that a
+// crash during an outage loses only its last moments. Then the spool is replayed.
+func TestCollectorOutageSpoolsAtOnce(t *testing.T) {
+	ts := storagetest.StartTimescale(t, 0)
+	pool := storagetest.Connect(t, ts.DSN(), true)
+	c := startCollector(t, pool, func(cfg *storage.CollectorConfig) {
+		cfg.SpoolDir, cfg.Buffer, cfg.BatchSize, cfg.WriteTimeout = t.TempDir(), 5000, 10, time.Second
+	})
+	ts.Stop()
+	room := uuid.New()
+	events := outageEvents(room, 60)
+	for _, ev := range events[:25] {
+		if err := c.Record(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Far fewer than Buffer, yet all spooled once the writer has found the database down.
+	waitFor(t, 30*time.Second, "the first 25 events spooled", func() (bool, error) { return c.Counts().Spooled == 25, nil })
+	for _, ev := range events[25:] {
+		if err := c.Record(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "events recorded during the outage spooled", func() (bool, error) { return c.Counts().Spooled == 60, nil })
+	ts2 := storagetest.StartTimescale(t, ts.Port)
+	pool2 := storagetest.Connect(t, ts2.DSN(), true)
+	waitRoomEvents(t, pool2, room, 60, 60*time.Second)
+	if got := c.Counts(); got.Dropped != 0 || got.Replayed != 60 {
+		t.Fatalf("counts %+v: want 60 replayed, none dropped", got)
+	}
+}
+
 func TestCollectorDropsOldestWithoutSpool(t *testing.T) {
 	ts := storagetest.StartTimescale(t, 0)
 	pool := storagetest.Connect(t, ts.DSN(), false)
