@@ -107,10 +107,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	for _, c := range closers {
 		c(sctx)
 	}
-	if err := rdb.Close(); err != nil {
-		log.Warn("redis close", "err", err)
+	// Closing the connections waits for the database to let go of them (a query being cancelled,
+	// a server that hangs): within the deadline still, or the process exits without them (the
+	// events are written or spooled by now).
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		if err := rdb.Close(); err != nil {
+			log.Warn("redis close", "err", err)
+		}
+		pool.Close()
+	}()
+	select {
+	case <-closed:
+	case <-sctx.Done():
+		log.Warn("shutdown deadline passed while closing the Redis and database connections: leaving them to the exit")
 	}
-	pool.Close()
 	if serveErr != nil {
 		return fmt.Errorf("http server: %w", serveErr)
 	}
