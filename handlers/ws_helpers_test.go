@@ -69,6 +69,8 @@ type presenceOpts struct {
 	hbEvents   time.Duration
 	origins    []string
 	trusted    []netip.Prefix
+	// wrapStore, when set, stands between the hub and the real store (to inject faults).
+	wrapStore func(handlers.PresenceStore) handlers.PresenceStore
 }
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
@@ -113,8 +115,12 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	rec := &presenceRecorder{}
 	auth := handlers.NewTokenAuthority(presenceSecret)
 	reg := prometheus.NewRegistry()
+	var hubStore handlers.PresenceStore = store
+	if o.wrapStore != nil {
+		hubStore = o.wrapStore(store)
+	}
 	hub := handlers.NewHub(handlers.HubConfig{
-		Store: store, Recorder: rec, Auth: auth, Registry: reg, Logger: testLogger(),
+		Store: hubStore, Recorder: rec, Auth: auth, Registry: reg, Logger: testLogger(),
 		AllowedOrigins: o.origins, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
 		StatsPushInterval: 50 * time.Millisecond, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),

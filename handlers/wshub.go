@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -117,6 +118,7 @@ type wsConn struct {
 	// re-registration never revives a session that has left.
 	stateMu     sync.Mutex
 	inStore     bool // the store has (or had, before an outage) this session
+	joinUnsure  bool // a join timed out: Redis may have applied it after all (a stall)
 	recorded    bool // its connected event was recorded
 	left        bool
 	reason      string // why it ended, when not "closed"
@@ -335,6 +337,12 @@ func (h *Hub) joinLocked(c *wsConn, expired bool) (presencestats.OnlineStats, bo
 	if c.left {
 		return presencestats.OnlineStats{}, false
 	}
+	return h.register(c, expired)
+}
+
+// register is joinLocked without the check that c has not left: leaveLocked uses it to learn
+// whether a join whose reply was lost was applied, before it undoes it.
+func (h *Hub) register(c *wsConn, expired bool) (presencestats.OnlineStats, bool) {
 	ctx, cancel := storeCtx()
 	defer cancel()
 	connected := time.Time{}
@@ -343,14 +351,18 @@ func (h *Hub) joinLocked(c *wsConn, expired bool) (presencestats.OnlineStats, bo
 	}
 	ev, st, err := h.cfg.Store.Join(ctx, c.room, c.user, c.id, connected)
 	if err != nil {
+		if outcomeUnknown(err) {
+			c.joinUnsure = true
+		}
 		h.markDown(err)
 		return presencestats.OnlineStats{}, false
 	}
-	c.inStore = true
+	c.inStore, c.joinUnsure = true, false
 	if !c.recorded {
 		if ev.Type != presencestats.EventConnected {
-			// An earlier join reached Redis but its answer was lost (timeout): the session was
-			// there already. Its online delta is unknown now; 0 is recorded (see README limits).
+			// An earlier join reached Redis but its answer was lost, and Redis does not have that
+			// join's event (a session registered by an older version): its online delta is
+			// unknown; 0 is recorded. (Otherwise Join returns that join's connected event.)
 			ev.Type = presencestats.EventConnected
 		}
 		c.recorded = true
@@ -403,11 +415,22 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 }
 
 // leaveLocked removes c from the store (c.stateMu held, c.left set) and records its
-// disconnected event. While Redis is down the leave waits in h.pending.
-func (h *Hub) leaveLocked(c *wsConn, reason string) {
+// disconnected event. While Redis is down the leave waits in h.pending; it reports false then.
+func (h *Hub) leaveLocked(c *wsConn, reason string) bool {
 	c.reason = reason
+	if !c.inStore && c.joinUnsure {
+		// A join of c timed out, and Redis may have applied it after all (it stalled, then ran
+		// the command): joining again tells, and records the connected event of that join if it
+		// was applied (or of this one), so that the leave below has one.
+		if _, ok := h.register(c, false); !ok {
+			h.mu.Lock()
+			h.pending = append(h.pending, c)
+			h.mu.Unlock()
+			return false
+		}
+	}
 	if !c.inStore {
-		return // never reached Redis (joined during an outage): nothing to undo, nothing recorded
+		return true // never reached Redis (joined during an outage): nothing to undo, nothing recorded
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
@@ -428,7 +451,16 @@ func (h *Hub) leaveLocked(c *wsConn, reason string) {
 		h.mu.Lock()
 		h.pending = append(h.pending, c)
 		h.mu.Unlock()
+		return false
 	}
+	return true
+}
+
+// outcomeUnknown reports a store error after which the command may still have been applied: it
+// timed out, rather than failing to reach Redis.
+func outcomeUnknown(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func (h *Hub) onError(s *melody.Session, err error) {
@@ -594,9 +626,9 @@ func (h *Hub) resync() {
 	ok := true
 	for i, c := range pending {
 		c.stateMu.Lock()
-		h.leaveLocked(c, c.reason)
+		done := h.leaveLocked(c, c.reason)
 		c.stateMu.Unlock()
-		if !h.up.Load() && c.inStore { // it went back to pending: Redis is still down
+		if !done { // it went back to pending: Redis is still down
 			h.mu.Lock()
 			h.pending = append(h.pending, pending[i+1:]...)
 			h.mu.Unlock()

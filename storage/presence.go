@@ -168,7 +168,10 @@ func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 // when the session started; zero means now (Redis time). The returned event is the connected
 // event with TS, OnlineAfter and OnlineDelta set (EventID set; client data left to the caller).
 // When the session was already in the room nothing changed but its deadline: the event then has
-// Type heartbeat and OnlineDelta 0, and must not be recorded as a connection.
+// Type heartbeat and OnlineDelta 0, and must not be recorded as a connection; except for a caller
+// that has not recorded its connection yet (connectedAt zero), whose reply to an earlier join of
+// the session was lost after Redis applied it: it gets that join's connected event (its time,
+// delta and count), to record now.
 func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
 	var connected int64
 	if !connectedAt.IsZero() {
@@ -198,15 +201,21 @@ func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, conn
 			return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence join: index room", err)
 		}
 	}
-	typ := presencestats.EventConnected
-	if existed == 1 {
-		typ = presencestats.EventHeartbeat
-	}
 	stats := presencestats.OnlineStats{RoomID: room, OnlineCount: online, SessionCount: sessions, Timestamp: ts}
-	return presencestats.PresenceEvent{
-		EventID: presencestats.NewID(), TS: ts, RoomID: room, UserID: user, SessionID: session, Type: typ,
-		OnlineAfter: int(online), OnlineDelta: int(delta),
-	}, stats, nil
+	ev := presencestats.PresenceEvent{
+		EventID: presencestats.NewID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
+		Type: presencestats.EventConnected, OnlineAfter: int(online), OnlineDelta: int(delta),
+	}
+	if existed == 1 {
+		ev.Type, ev.OnlineDelta = presencestats.EventHeartbeat, 0
+		// A caller that has not recorded the connection lost the reply to an earlier join that
+		// Redis applied: it gets that join's connected event, as it happened.
+		if joinedAt, joinedDelta, joinedOnline := r.int(6), r.int(7), r.int(8); connectedAt.IsZero() && joinedAt > 0 && r.err == nil {
+			ev.Type, ev.TS = presencestats.EventConnected, microTime(joinedAt)
+			ev.OnlineDelta, ev.OnlineAfter = int(joinedDelta), int(joinedOnline)
+		}
+	}
+	return ev, stats, nil
 }
 
 // Leave closes session in room. The returned event is the disconnected event with TS, UserID,

@@ -102,19 +102,36 @@ func TestPresenceTabsOfOneUser(t *testing.T) {
 	}
 }
 
+// A join of a session already there is a heartbeat for a caller that recorded its connection
+// (it passes the connected-at time); a caller that did not (the reply to its first join was lost
+// after Redis applied it) gets that join's connected event as it happened, to record now.
 func TestPresenceRejoinIsHeartbeat(t *testing.T) {
 	ctx := context.Background()
 	p, _ := newPresence(t, time.Minute)
 	room, user, s := uuid.New(), uuid.New(), uuid.New()
-	if _, _, err := p.Join(ctx, room, user, s, time.Time{}); err != nil {
+	if _, _, err := p.Join(ctx, room, uuid.New(), uuid.New(), time.Time{}); err != nil { // someone else first
 		t.Fatal(err)
 	}
-	ev, st, err := p.Join(ctx, room, user, s, time.Time{})
+	first, _, err := p.Join(ctx, room, user, s, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Type != presencestats.EventHeartbeat || ev.OnlineDelta != 0 || st.SessionCount != 1 {
+	ev, st, err := p.Join(ctx, room, user, s, first.TS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != presencestats.EventHeartbeat || ev.OnlineDelta != 0 || st.SessionCount != 2 {
 		t.Errorf("rejoin: %+v %+v", ev, st)
+	}
+	if _, _, err := p.Join(ctx, room, uuid.New(), uuid.New(), time.Time{}); err != nil { // the count moves on
+		t.Fatal(err)
+	}
+	lost, _, err := p.Join(ctx, room, user, s, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lost.Type != presencestats.EventConnected || !lost.TS.Equal(first.TS) || lost.OnlineDelta != 1 || lost.OnlineAfter != 2 {
+		t.Errorf("join after a lost reply: %+v, want the first join's connected event %+v", lost, first)
 	}
 }
 
@@ -258,9 +275,9 @@ func TestPresenceEventTimesIncrease(t *testing.T) {
 	var events []presencestats.PresenceEvent
 	var sessions []uuid.UUID
 	for i := range 30 {
-		s := uuid.New()
+		s, u := uuid.New(), uuid.New()
 		sessions = append(sessions, s)
-		ev, _, err := p.Join(ctx, room, uuid.New(), s, time.Time{})
+		ev, _, err := p.Join(ctx, room, u, s, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +288,7 @@ func TestPresenceEventTimesIncrease(t *testing.T) {
 				t.Fatal(err)
 			}
 			events = append(events, presencestats.PresenceEvent{TS: st.Timestamp, OnlineAfter: int(st.OnlineCount)})
-			if ev, _, err = p.Join(ctx, room, uuid.New(), s, time.Time{}); err != nil {
+			if ev, _, err = p.Join(ctx, room, u, s, ev.TS); err != nil {
 				t.Fatal(err)
 			}
 			events = append(events, ev)

@@ -11,9 +11,13 @@ import "github.com/google/uuid"
 //	---------------------------  -----  ----------------------------------------------  ---------------------
 //	P{room}:sessions             ZSET   member session UUID, score = deadline in Unix  3 x PRESENCE_TTL,
 //	                                    ms (last heartbeat + PRESENCE_TTL)              refreshed by every
-//	P{room}:sessdata             HASH   field session UUID -> "user|connected_us|inst"  join and touch; the
-//	                                    (user UUID, connected-at in Unix microseconds   sweeper normally
-//	                                    from Redis TIME, id of the instance holding it) empties them first
+//	P{room}:sessdata             HASH   field session UUID ->                           join and touch; the
+//	                                    "user|connected_us|inst|delta|online" (user     sweeper normally
+//	                                    UUID, connected-at in Unix microseconds from    empties them first
+//	                                    Redis TIME, id of the instance holding it, and
+//	                                    the online_delta and count after of the join
+//	                                    that registered it: its connected event, for a
+//	                                    caller whose reply was lost)
 //	                                    and field "clock" -> the room's event clock:    (sessdata keeps
 //	                                    the Unix microseconds of its last presence      "clock" until the
 //	                                    event; every event takes max(TIME, clock + 1),  TTL: an event
