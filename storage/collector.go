@@ -66,8 +66,9 @@ func (c *CollectorConfig) defaults() {
 // database is down. Past Buffer events in memory, the oldest go to an append-only spool file
 // (fsynced per batch), replayed before newer events when the database is back, and at the next
 // start; once a write has failed for want of the database, every event goes there as it comes,
-// the batch the writer held included, until a write succeeds. The oldest events are dropped, and counted, only without a spool or when it is
-// full. Replays and retries never duplicate rows: (event_id, ts) is unique.
+// the batch the writer held included, until a write succeeds. The oldest events are dropped, and
+// counted, only without a spool or when it is full. Replays and retries never duplicate rows:
+// (event_id, ts) is unique.
 type Collector struct {
 	pool   *pgxpool.Pool
 	cfg    CollectorConfig
