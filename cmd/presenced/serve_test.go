@@ -133,6 +133,52 @@ func TestReadyzFollowsDatabase(t *testing.T) {
 	})
 }
 
+// TestShutdownWithHungDatabase: with the database hanging, a graceful shutdown still ends within
+// SHUTDOWN_TIMEOUT and the collector's 2 s spool grace; closing the connections to a database
+// that answers nothing used to add several seconds on top.
+func TestShutdownWithHungDatabase(t *testing.T) {
+	ts := storagetest.StartTimescale(t, 0)
+	storagetest.Connect(t, ts.DSN(), true)
+	addr := fmt.Sprintf("127.0.0.1:%d", storagetest.FreePort(t))
+	cfg, err := LoadConfig(env(map[string]string{
+		"JWT_SECRET": testSecret, "HTTP_ADDR": addr, "SPOOL_DIR": t.TempDir(), "LOG_LEVEL": "warn",
+		"REDIS_URL": storagetest.RedisURL(t), "DATABASE_URL": ts.DSN(), "SHUTDOWN_TIMEOUT": "2s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))) }()
+	base := "http://" + addr
+	waitFor(t, 30*time.Second, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	ts.Pause()
+	defer ts.Resume()                                                        // so that Stop at cleanup finds it running
+	if code, _ := getReady(t, base); code != http.StatusServiceUnavailable { // leaves a query hanging
+		t.Fatalf("readyz with the database hung: %d, want 503", code)
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop within 20 s")
+	}
+	// SHUTDOWN_TIMEOUT 2 s + the collector's grace 2 s, and 1 s of slack for this machine.
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("shutdown took %v with SHUTDOWN_TIMEOUT 2s", took.Round(time.Millisecond))
+	}
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	t.Helper()

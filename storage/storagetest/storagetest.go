@@ -66,6 +66,11 @@ func (ts *Timescale) Stop() {
 	<-ts.done
 }
 
+// Pause freezes the server (SIGSTOP): it keeps its connections and answers nothing, as a hung
+// database does. Resume (SIGCONT) lets it go on.
+func (ts *Timescale) Pause()  { _ = ts.cmd.Process.Signal(syscall.SIGSTOP) }
+func (ts *Timescale) Resume() { _ = ts.cmd.Process.Signal(syscall.SIGCONT) }
+
 // StartTimescale starts a fresh in-memory TimescaleDB on a free port (or on port, when not 0)
 // and stops it when the test ends.
 func StartTimescale(tb testing.TB, port int) *Timescale {
