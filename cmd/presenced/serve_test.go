@@ -173,8 +173,9 @@ func TestShutdownWithHungDatabase(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not stop within 20 s")
 	}
-	// SHUTDOWN_TIMEOUT 2 s + the collector's grace 2 s, and 1 s of slack for this machine.
-	if took := time.Since(start); took > 5*time.Second {
+	// SHUTDOWN_TIMEOUT 2 s + the collector's grace 2 s, and 3 s of slack for a loaded machine
+	// (make test runs the packages side by side); it took 15 s before.
+	if took := time.Since(start); took > 7*time.Second {
 		t.Fatalf("shutdown took %v with SHUTDOWN_TIMEOUT 2s", took.Round(time.Millisecond))
 	}
 }
