@@ -19,12 +19,18 @@ import (
 //go:embed lua/*.lua
 var luaFS embed.FS
 
-func mustScript(name string) *redis.Script {
-	b, err := luaFS.ReadFile("lua/" + name)
-	if err != nil {
-		panic(fmt.Sprintf("embedded script %s: %v", name, err)) // a build defect, not a runtime condition
+// mustScript returns the embedded script name, after the embedded scripts in before (shared
+// functions such as clock.lua's tick) when there are any.
+func mustScript(name string, before ...string) *redis.Script {
+	var src strings.Builder
+	for _, file := range append(before, name) {
+		b, err := luaFS.ReadFile("lua/" + file)
+		if err != nil {
+			panic(fmt.Sprintf("embedded script %s: %v", file, err)) // a build defect, not a runtime condition
+		}
+		src.Write(b)
 	}
-	return redis.NewScript(string(b))
+	return redis.NewScript(src.String())
 }
 
 // PresenceOptions configures a Presence store.
@@ -64,8 +70,9 @@ func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
 	return &Presence{
 		rdb: rdb, keys: redisKeys{prefix: opt.KeyPrefix}, ttl: opt.TTL, instance: opt.InstanceID, log: opt.Logger,
 		cluster: isCluster(rdb),
-		join:    mustScript("join.lua"), leave: mustScript("leave.lua"), touch: mustScript("touch.lua"),
-		expire: mustScript("expire.lua"), counts: mustScript("counts.lua"),
+		join:    mustScript("join.lua", "clock.lua"), leave: mustScript("leave.lua", "clock.lua"),
+		touch: mustScript("touch.lua", "clock.lua"), expire: mustScript("expire.lua", "clock.lua"),
+		counts: mustScript("counts.lua"),
 	}
 }
 

@@ -7,17 +7,7 @@
 --          then, when the session existed and ARGV[5] is 0 (the caller has not recorded its
 --          connection: the reply to its earlier join was lost), that join's connected event:
 --          time in microseconds, online_delta, online_after (0, 0, 0 when unknown)}.
--- The room's event clock (field "clock" of the session-data HASH, see rediskeys.go): the time of
--- every presence event of a room, strictly increasing, so that no two share a time and
--- last(online_after, ts) in the aggregates is the count after the room's last change.
-local function tick(us)
-  local last = tonumber(redis.call('HGET', KEYS[2], 'clock') or '0')
-  if us <= last then us = last + 1 end
-  redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', us))
-  -- A HASH made here (its sessions' data lost) must not outlive the room's keys by forever.
-  if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], 3600000) end
-  return us
-end
+-- tick(us) is the room's event clock, clock.lua (storage/presence.go puts it before this script).
 local t = redis.call('TIME')
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local now_us = tick(tonumber(t[1]) * 1000000 + tonumber(t[2]))

@@ -3,17 +3,7 @@
 -- ARGV[1] ttl ms, ARGV[2..] session ids
 -- Returns {now_us, online, sessions, missing session ids...}: a missing session was expired
 -- (or lost with Redis's data) and must be joined again.
--- The room's event clock (field "clock" of the session-data HASH, see rediskeys.go): the time of
--- every presence event of a room, strictly increasing, so that no two share a time and
--- last(online_after, ts) in the aggregates is the count after the room's last change.
-local function tick(us)
-  local last = tonumber(redis.call('HGET', KEYS[2], 'clock') or '0')
-  if us <= last then us = last + 1 end
-  redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', us))
-  -- A HASH made here (its sessions' data lost) must not outlive the room's keys by forever.
-  if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], 3600000) end
-  return us
-end
+-- tick(us) is the room's event clock, clock.lua (storage/presence.go puts it before this script).
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ttl = tonumber(ARGV[1])
