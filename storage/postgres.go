@@ -68,11 +68,7 @@ func MigrateUp(ctx context.Context, pool *pgxpool.Pool, reportZone *time.Locatio
 // else replaced by U+FFFD. A string a client supplied (a User-Agent header) could otherwise make
 // the database refuse the whole statement it is part of.
 func storableText(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if strings.IndexByte(s, 0) >= 0 {
-		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
-	}
-	return s
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // storableJSON returns the JSON text b as a jsonb column takes it: valid UTF-8, and every \u0000
