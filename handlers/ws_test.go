@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,6 +222,45 @@ func TestWSTabsOfOneUserCountOnce(t *testing.T) {
 	})
 	tab2.conn.Close()
 	other.waitOnline(t, push, 1)
+}
+
+// joinGate is the real store, except that its second Join waits until the gate opens.
+type joinGate struct {
+	handlers.PresenceStore
+	calls atomic.Int32
+	open  chan struct{}
+}
+
+func (g *joinGate) Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+	if g.calls.Add(1) == 2 {
+		select {
+		case <-g.open:
+		case <-ctx.Done():
+		}
+	}
+	return g.PresenceStore.Join(ctx, room, user, session, connectedAt)
+}
+
+// The room's pushes made while a client is still joining do not reach it: its first online_stats
+// is the snapshot that counts it, never an older count of the room without it.
+func TestWSFirstStatsCountTheJoiner(t *testing.T) {
+	gate := &joinGate{open: make(chan struct{})}
+	s := newPresenceServer(t, presenceOpts{wrapStore: func(st handlers.PresenceStore) handlers.PresenceStore {
+		gate.PresenceStore = st
+		return gate
+	}})
+	room := uuid.New()
+	first := dialWS(t, s, room, uuid.New())
+	first.waitOnline(t, push, 1)
+	joining := dialWS(t, s, room, uuid.New()) // its join waits at the gate
+	third := dialWS(t, s, room, uuid.New())
+	third.waitOnline(t, push, 2)
+	first.waitOnline(t, push, 2) // pushed to every member of the room that was welcomed
+	close(gate.open)
+	f := joining.waitFrame(t, push, "snapshot", func(f frame) bool { return f.Type == handlers.TypeOnlineStats })
+	if st := f.stats(t); st.OnlineCount != 3 || st.SessionCount != 3 {
+		t.Fatalf("first online_stats of the joining client: %+v, want 3 online (itself counted)", st)
+	}
 }
 
 // Seed: REST returns 3 after 3 users join; two reads in a row agree and the second comes from the

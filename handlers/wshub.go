@@ -124,6 +124,10 @@ type wsConn struct {
 	reason      string // why it ended, when not "closed"
 	lastHBEvent time.Time
 	counted     bool // onConnect registered it (h.conns, members)
+
+	// welcomed (guarded by h.mu) says its snapshot was sent: until then it gets no room pushes
+	// or chat, so that its first frames are welcome and a snapshot that counts it.
+	welcomed bool
 }
 
 type hubMetrics struct {
@@ -317,15 +321,24 @@ func (h *Hub) welcome(c *wsConn) {
 		c.stateMu.Unlock()
 		return
 	}
-	snapshot, ok := h.joinLocked(c, false)
+	joined, ok := h.joinLocked(c, false)
 	c.stateMu.Unlock()
+	snapshot := joined
 	if !ok {
 		snapshot = h.cachedOrZero(c.room)
 		snapshot.Degraded = true
 	}
+	// Pushes made while it joined skipped it: it gets the newest counts of its room, which its
+	// join is part of, and from now on every push.
+	h.mu.Lock()
+	if r := h.rooms[c.room]; ok && r != nil && r.hasLast && r.last.Timestamp.After(snapshot.Timestamp) {
+		snapshot = r.last
+	}
+	c.welcomed = true
 	c.send(StatsFrame(snapshot))
+	h.mu.Unlock()
 	if ok {
-		h.applyStats(snapshot)
+		h.applyStats(joined)
 	}
 }
 
@@ -565,7 +578,9 @@ func (h *Hub) pushLocked(room uuid.UUID, r *localRoom, now time.Time) {
 	r.lastPush = now
 	frame := StatsFrame(r.last)
 	for c := range r.members {
-		c.send(frame)
+		if c.welcomed {
+			c.send(frame)
+		}
 	}
 	h.metrics.pushes.Inc()
 }
@@ -583,7 +598,9 @@ func (h *Hub) onChat(room uuid.UUID, payload []byte) {
 	defer h.mu.Unlock()
 	if r := h.rooms[room]; r != nil {
 		for c := range r.members {
-			c.send(frame)
+			if c.welcomed {
+				c.send(frame)
+			}
 		}
 	}
 }

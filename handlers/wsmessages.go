@@ -18,7 +18,8 @@ import (
 //	              (heartbeat_interval_ms: send {"type":"ping"} at least this often when the
 //	              WebSocket library does not answer server pings by itself; max_message_bytes)
 //	online_stats  the room's counts (presencestats.OnlineStats): once right after joining (the
-//	              snapshot) and after every change, coalesced to one per STATS_PUSH_INTERVAL
+//	              snapshot, which counts the joiner: no push or chat reaches a session before
+//	              it) and after every change, coalesced to one per STATS_PUSH_INTERVAL
 //	message       a chat message relayed to everyone in the room, on every instance
 //	pong          the answer to {"type":"ping"}
 //	error         a bad frame (the connection stays open): data.code is one of the Code* below
