@@ -86,6 +86,12 @@ FROM events`, r0, min(r0+batchRooms, rooms), start, end, days)
 // what they read (include nil: every one).
 func refreshAggregates(ctx context.Context, tb testing.TB, pool *pgxpool.Pool, to time.Time, include func(view string) bool) {
 	tb.Helper()
+	refreshWindow(ctx, tb, pool, time.Time{}, to, include)
+}
+
+// refreshWindow is refreshAggregates over [from, to) (zero from: from the start).
+func refreshWindow(ctx context.Context, tb testing.TB, pool *pgxpool.Pool, from, to time.Time, include func(view string) bool) {
+	tb.Helper()
 	rows, err := pool.Query(ctx, `SELECT view_name, view_definition FROM timescaledb_information.continuous_aggregates`)
 	if err != nil {
 		tb.Fatal(err)
@@ -115,11 +121,14 @@ func refreshAggregates(ctx context.Context, tb testing.TB, pool *pgxpool.Pool, t
 			}
 		}
 		t0 := time.Now()
-		var until *time.Time
+		var since, until *time.Time
+		if !from.IsZero() {
+			since = &from
+		}
 		if !to.IsZero() {
 			until = &to
 		}
-		if _, err := pool.Exec(ctx, fmt.Sprintf(`CALL refresh_continuous_aggregate('%s', NULL, $1::timestamptz)`, v), until); err != nil {
+		if _, err := pool.Exec(ctx, fmt.Sprintf(`CALL refresh_continuous_aggregate('%s', $1::timestamptz, $2::timestamptz)`, v), since, until); err != nil {
 			tb.Fatalf("refresh %s: %v", v, err)
 		}
 		tb.Logf("refresh %s: %v", v, time.Since(t0).Round(time.Millisecond))
