@@ -312,7 +312,11 @@ func (r *Reports) Report(ctx context.Context, q presencestats.ReportQuery, fn fu
 	}
 	var hours []presencestats.PeakHour
 	if q.Wants(presencestats.MetricPeakHours) {
-		if hours, err = r.peakHours(ctx, q, b.sel, &knownCounts{first: b.first, starts: b.starts, last: last}); err != nil {
+		known := &knownCounts{first: b.first, starts: b.starts, last: last}
+		if q.Granularity == presencestats.Hour {
+			known.hourly = totals
+		}
+		if hours, err = r.peakHours(ctx, q, b.sel, known); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -877,11 +881,13 @@ func (r *Reports) PeakHours(ctx context.Context, q presencestats.ReportQuery) ([
 const peakWalkReuse = 32 * 24 * time.Hour
 
 // knownCounts is what a report has already read of the selected rooms' counts when it comes to
-// peak hours: each room's count at its first bucket's start, and their sum at its last's end.
+// peak hours: each room's count at its first bucket's start, and their sum at its last's end; an
+// hourly report also has its totals, which are the hours peak hours groups.
 type knownCounts struct {
 	first  time.Time
 	starts map[uuid.UUID]int64
 	last   countAt
+	hourly []presencestats.TotalsRow
 }
 
 // peakHours is PeakHours over sel. A report passes what it knows (known, else nil): the walk over
@@ -905,6 +911,9 @@ func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, se
 	out := []presencestats.PeakHour{}
 	if !from.Before(q.End) || !from.Before(now) {
 		return out, nil
+	}
+	if known != nil && known.hourly != nil {
+		return hoursOfDay(known.hourly, from, now, r.loc), nil
 	}
 	// The walk over [walk, walkEnd), anchored at its start (t0) or, t0 nil, at its end (tend).
 	walk, walkEnd := from, q.End
@@ -953,6 +962,32 @@ func (r *Reports) peakHours(ctx context.Context, q presencestats.ReportQuery, se
 		return nil, pgError(err, "read report peak hours")
 	}
 	return out, nil
+}
+
+// hoursOfDay groups an hourly report's totals by hour of day in loc, as report_peak_hours.sql
+// groups its walk: the hours from `from` on that have begun by now; per hour of day, the mean of
+// the summed averages and the largest summed peak. A total's average and peak are the sums of
+// its rooms' (T + a and T + p there), added in another order: averages may differ in the last bits.
+func hoursOfDay(hourly []presencestats.TotalsRow, from, now time.Time, loc *time.Location) []presencestats.PeakHour {
+	var sum [24]float64
+	var n [24]int
+	var peak [24]int64
+	for _, t := range hourly {
+		if t.Bucket.Before(from) || !t.Bucket.Before(now) {
+			continue
+		}
+		h := t.Bucket.In(loc).Hour()
+		sum[h] += t.AvgOnline
+		peak[h] = max(peak[h], t.PeakOnline)
+		n[h]++
+	}
+	out := []presencestats.PeakHour{}
+	for h := range 24 {
+		if n[h] > 0 {
+			out = append(out, presencestats.PeakHour{Hour: h, AvgOnline: sum[h] / float64(n[h]), PeakOnline: peak[h]})
+		}
+	}
+	return out
 }
 
 // Rooms returns every room seen in the aggregates, in id order, for the dashboard's picker.
