@@ -82,10 +82,12 @@ func TestHistoryHourOfTenUsers(t *testing.T) {
 	pool := storagetest.SharedDatabase(t)
 	h := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
 	room := recordHourOfUsers(t, pool, h, 10)
-	// What the hourly refresh policies do within the hour (end offset 1 hour). Without it, the
-	// rows are invisible when another test of the shared database (TestHistoryPolicies) moved the
-	// watermark past h: the real-time part starts at the watermark.
-	refreshWindow(ctx, t, pool, h, h.Add(time.Hour), regexp.MustCompile(`_hourly$`).MatchString)
+	// What the refresh policies of the hourly aggregates, and of the by-day ones hour reports read
+	// (migration 9), do within the hour (end offset 1 hour). Without it, the rows are invisible
+	// when another test of the shared database (TestHistoryPolicies) moved the watermarks past h:
+	// the real-time part starts at the watermark. The window is h's day, a by-day bucket.
+	day := presencestats.Day.Truncate(h, time.UTC)
+	refreshWindow(ctx, t, pool, day, day.AddDate(0, 0, 1), regexp.MustCompile(`_hourly$|_hours_daily$`).MatchString)
 	reports := storage.NewReports(pool, time.UTC)
 	got := hourRow(ctx, t, reports, room, presencestats.Hour, h)
 	if got.PeakOnline != 10 || got.AvgOnline <= 0 || got.UniqueUsers != 10 || got.TotalConnections != 10 {
