@@ -126,7 +126,8 @@ func BenchmarkHistoryStorage(b *testing.B) {
 		refreshAggregates(ctx, b, pool, time.Time{}, nil)
 		b.Logf("refreshed the aggregates in %v", time.Since(t0).Round(time.Millisecond))
 		t0 = time.Now()
-		for _, table := range []string{"presence_events", "presence_room_hourly", "presence_user_hourly"} {
+		for _, table := range []string{"presence_events", "presence_room_hourly", "presence_user_hourly",
+			"presence_room_hours_daily", "presence_room_users_hours_daily"} {
 			if _, err := pool.Exec(ctx, `CALL run_job($1)`, jobID(ctx, b, pool, "policy_compression", table)); err != nil {
 				b.Fatal(err)
 			}
