@@ -418,9 +418,7 @@ func TestHistoryOracle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.EqualFunc(got, want, func(a, b presencestats.PeakHour) bool {
-				return a.Hour == b.Hour && a.PeakOnline == b.PeakOnline && sameFloat(a.AvgOnline, b.AvgOnline)
-			}) {
+			if !slices.EqualFunc(got, want, samePeakHour) {
 				t.Fatalf("peak hours of every room differ from those of the rooms listed:\n got  %+v\n want %+v", got, want)
 			}
 		})
