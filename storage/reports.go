@@ -346,12 +346,10 @@ func (r *roomRows) check() error {
 }
 
 // hoursPart is one row of report_stats_hours.sql: a room's hours of one day (from the by-day
-// aggregates), or of the hours after them, packed (migrations/zoned/00009_report_hours_by_day.sql):
-// hours 64 bytes per hour, users 16.
+// aggregates), or of the hours after them, packed by report_pack_hour (64 bytes an hour) and
+// report_pack_users (16), migrations/zoned/00009_report_hours_by_day.sql.
 type hoursPart struct {
 	room         uuid.UUID
-	part         int32
-	day          *time.Time
 	hours, users []byte
 }
 
@@ -423,7 +421,7 @@ func (s *statsRows) next(r *roomRows) (bool, error) {
 				return have, pgError(s.rows.Err(), "read report stats")
 			}
 			p := &s.peek
-			if err := s.rows.Scan(&p.room, &p.part, &p.day, &p.hours, &p.users); err != nil {
+			if err := s.rows.Scan(&p.room, &p.hours, &p.users); err != nil {
 				return false, pgError(err, "read report stats")
 			}
 			s.hasPeek = true

@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// packHour packs one hour as migration 9 and report_stats_hours.sql do.
+// packHour packs one hour as report_pack_hour (migration 9) does.
 func packHour(b []byte, bucket time.Time, peak, end, delta int64, moment float64, conns, ended int64, seconds float64) []byte {
 	for _, v := range []uint64{uint64(bucket.Sub(pgEpoch).Microseconds()), uint64(peak), uint64(end), uint64(delta),
 		math.Float64bits(moment), uint64(conns), uint64(ended), math.Float64bits(seconds)} {
@@ -18,6 +18,7 @@ func packHour(b []byte, bucket time.Time, peak, end, delta int64, moment float64
 	return b
 }
 
+// packUsers packs one hour's users as report_pack_users does.
 func packUsers(b []byte, bucket time.Time, n int64) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(bucket.Sub(pgEpoch).Microseconds()))
 	return binary.BigEndian.AppendUint64(b, uint64(n))

@@ -14,30 +14,44 @@
 -- A template like 00004: {{timezone}} is replaced by migrations.WithReportZone.
 
 -- +goose Up
--- hours: per hour with a row, in hour order, 64 bytes: bucket (timestamptz_send: microseconds
--- since 2000-01-01 UTC), peak_in, online_end, net_delta (int8send), delta_moment (float8send),
--- connections, sessions_ended (int8send), session_seconds_sum (float8send, 0 for none); all
--- big-endian. Packed rather than arrays: reading 7 days of 100 rooms took 29 ms as eight arrays
--- per row (each element is sent on its own) and 3 ms packed, on the WebAssembly build. A day of
--- 25 hours is 1,600 bytes, under the size PostgreSQL would compress a row at.
+-- The packed forms, one place for both these aggregates and sql/report_stats_hours.sql (which packs
+-- today's hours the same way; storage/reports.go reads them). Per hour, all big-endian:
+--   report_pack_hour, 64 bytes: bucket (timestamptz_send: microseconds since 2000-01-01 UTC),
+--     peak_in, online_end, net_delta (int8send), delta_moment (float8send), connections,
+--     sessions_ended (int8send), session_seconds_sum (float8send, 0 for none);
+--   report_pack_users, 16 bytes: bucket (timestamptz_send), unique_users (int8send).
+-- Packed rather than arrays: reading 7 days of 100 rooms took 29 ms as eight arrays per row (each
+-- element is sent on its own) and 3 ms packed, on the WebAssembly build. A day of 25 hours is
+-- 1,600 bytes, under the size PostgreSQL would compress a row at. Plain SQL expressions:
+-- PostgreSQL inlines them into the queries that call them.
+CREATE FUNCTION report_pack_hour(bucket timestamptz, peak_in bigint, online_end bigint, net_delta bigint,
+                                 delta_moment float8, connections bigint, sessions_ended bigint,
+                                 session_seconds_sum float8)
+RETURNS bytea IMMUTABLE PARALLEL SAFE LANGUAGE sql
+RETURN timestamptz_send(bucket) || int8send(peak_in) || int8send(online_end) || int8send(net_delta)
+       || float8send(delta_moment) || int8send(connections) || int8send(sessions_ended)
+       || float8send(coalesce(session_seconds_sum, 0));
+
+CREATE FUNCTION report_pack_users(bucket timestamptz, unique_users bigint)
+RETURNS bytea IMMUTABLE PARALLEL SAFE LANGUAGE sql
+RETURN timestamptz_send(bucket) || int8send(unique_users);
+
 CREATE MATERIALIZED VIEW presence_room_hours_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        room_id,
-       string_agg(timestamptz_send(bucket) || int8send(peak_in::bigint) || int8send(online_end::bigint)
-                  || int8send(net_delta) || float8send(delta_moment::float8) || int8send(connections)
-                  || int8send(sessions_ended) || float8send(coalesce(session_seconds_sum, 0)::float8),
+       string_agg(report_pack_hour(bucket, peak_in, online_end, net_delta, delta_moment::float8, connections,
+                                   sessions_ended, session_seconds_sum),
                   ''::bytea ORDER BY bucket) AS hours
 FROM presence_room_hourly
 GROUP BY 1, 2
 WITH NO DATA;
 
--- users: per hour with a row, 16 bytes: bucket (timestamptz_send), unique_users (int8send).
 CREATE MATERIALIZED VIEW presence_room_users_hours_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        room_id,
-       string_agg(timestamptz_send(bucket) || int8send(unique_users), ''::bytea ORDER BY bucket) AS users
+       string_agg(report_pack_users(bucket, unique_users), ''::bytea ORDER BY bucket) AS users
 FROM presence_room_users_hourly
 GROUP BY 1, 2
 WITH NO DATA;
@@ -82,3 +96,7 @@ CALL refresh_continuous_aggregate('presence_room_users_hours_daily', NULL, now()
 DROP MATERIALIZED VIEW IF EXISTS presence_room_users_hours_daily;
 
 DROP MATERIALIZED VIEW IF EXISTS presence_room_hours_daily;
+
+DROP FUNCTION IF EXISTS report_pack_users(timestamptz, bigint);
+
+DROP FUNCTION IF EXISTS report_pack_hour(timestamptz, bigint, bigint, bigint, float8, bigint, bigint, float8);
