@@ -3,6 +3,14 @@
 -- role presence_analyst that reads stats and nothing else. The views are the contract: the
 -- aggregates behind them (migration 4) may change; these names, columns and meanings do not.
 -- Views run with their owner's rights, so presence_analyst needs no right on the aggregates.
+-- Bucket ends: a bucket ends width later in the report zone. An hour has no calendar part, so
+-- plain + is that instant; a day, week, month or year is added to the local time and read back in
+-- the zone, ((bucket AT TIME ZONE zone) + width) AT TIME ZONE zone, which is what PostgreSQL 16's
+-- date_add(bucket, width, zone) computes (storage/postgres15_test.go compares the two across DST
+-- changes). This file used date_add until PostgreSQL 15 was found to lack it. A database that
+-- applied the old text on PostgreSQL 16 or 17 keeps its date_add views (goose does not re-run an
+-- applied migration): their results are the same, so no migration replaces them; on PostgreSQL
+-- 15 the old text never applied (this migration runs in one transaction, rolled back whole).
 CREATE SCHEMA stats;
 
 COMMENT ON SCHEMA stats IS 'Presence history for analysts: one view per granularity (room_hourly ... room_yearly), room_users, unique_users, peak_hours. Times are timestamptz; buckets start in the report time zone (stats.report_timezone).';
@@ -26,7 +34,7 @@ SELECT a.room_id,
 FROM (
     SELECT c.*,
            coalesce(lag(c.online_end) OVER (PARTITION BY c.room_id ORDER BY c.bucket), 0) AS online_start,
-           least(date_add(c.bucket, INTERVAL '1 hour', s.timezone), now()) AS bucket_end
+           least(c.bucket + INTERVAL '1 hour', now()) AS bucket_end
     FROM presence_room_hourly AS c
     CROSS JOIN report_settings AS s
 ) AS a
@@ -70,7 +78,7 @@ SELECT a.room_id,
 FROM (
     SELECT c.*,
            coalesce(lag(c.online_end) OVER (PARTITION BY c.room_id ORDER BY c.bucket), 0) AS online_start,
-           least(date_add(c.bucket, INTERVAL '1 day', s.timezone), now()) AS bucket_end
+           least(((c.bucket AT TIME ZONE s.timezone) + INTERVAL '1 day') AT TIME ZONE s.timezone, now()) AS bucket_end
     FROM presence_room_daily AS c
     CROSS JOIN report_settings AS s
 ) AS a
@@ -114,7 +122,7 @@ SELECT a.room_id,
 FROM (
     SELECT c.*,
            coalesce(lag(c.online_end) OVER (PARTITION BY c.room_id ORDER BY c.bucket), 0) AS online_start,
-           least(date_add(c.bucket, INTERVAL '7 days', s.timezone), now()) AS bucket_end
+           least(((c.bucket AT TIME ZONE s.timezone) + INTERVAL '7 days') AT TIME ZONE s.timezone, now()) AS bucket_end
     FROM presence_room_weekly AS c
     CROSS JOIN report_settings AS s
 ) AS a
@@ -158,7 +166,7 @@ SELECT a.room_id,
 FROM (
     SELECT c.*,
            coalesce(lag(c.online_end) OVER (PARTITION BY c.room_id ORDER BY c.bucket), 0) AS online_start,
-           least(date_add(c.bucket, INTERVAL '1 month', s.timezone), now()) AS bucket_end
+           least(((c.bucket AT TIME ZONE s.timezone) + INTERVAL '1 month') AT TIME ZONE s.timezone, now()) AS bucket_end
     FROM presence_room_monthly AS c
     CROSS JOIN report_settings AS s
 ) AS a
@@ -202,7 +210,7 @@ SELECT a.room_id,
 FROM (
     SELECT c.*,
            coalesce(lag(c.online_end) OVER (PARTITION BY c.room_id ORDER BY c.bucket), 0) AS online_start,
-           least(date_add(c.bucket, INTERVAL '1 year', s.timezone), now()) AS bucket_end
+           least(((c.bucket AT TIME ZONE s.timezone) + INTERVAL '1 year') AT TIME ZONE s.timezone, now()) AS bucket_end
     FROM presence_room_yearly AS c
     CROSS JOIN report_settings AS s
 ) AS a

@@ -18,7 +18,7 @@ WITH starts AS (
            h.connections, h.sessions_ended, h.session_seconds_sum,
            coalesce(lag(h.online_end) OVER (PARTITION BY h.room_id ORDER BY h.bucket), s.online_start) AS n0,
            least(CASE WHEN $4::interval < interval '1 day' THEN h.bucket + $4::interval
-                       ELSE date_add(h.bucket, $4::interval, $5::text) END, $3::timestamptz) AS bucket_end
+                       ELSE ((h.bucket AT TIME ZONE $5::text) + $4::interval) AT TIME ZONE $5::text END, $3::timestamptz) AS bucket_end
     FROM {{room_agg}} AS h
     JOIN starts AS s ON s.room_id = h.room_id
     WHERE h.room_id = ANY ($6::uuid[]) AND h.bucket >= $1::timestamptz AND h.bucket < $2::timestamptz
