@@ -249,22 +249,22 @@ func TestAnalystRole(t *testing.T) {
 	}
 }
 
-// TestAnalystExamples runs the example queries of the README's "Analysts' SQL" section as
+// TestAnalystExamples runs the example queries of docs/analysts.md ("Example queries") as
 // presence_analyst, so that the documentation cannot rot.
 func TestAnalystExamples(t *testing.T) {
 	ctx := context.Background()
 	pool := storagetest.SharedDatabase(t)
-	readme, err := os.ReadFile(filepath.Join(storagetest.RepoRoot(t), "README.md"))
+	doc, err := os.ReadFile(filepath.Join(storagetest.RepoRoot(t), "docs", "analysts.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "### Analysts' SQL")
+	_, section, ok := strings.Cut(string(doc), "## Example queries")
 	if !ok {
-		t.Fatal(`README.md has no "### Analysts' SQL" section`)
+		t.Fatal(`docs/analysts.md has no "## Example queries" section`)
 	}
 	_, block, ok := strings.Cut(section, "```sql\n")
 	if !ok {
-		t.Fatal("no sql block in the Analysts' SQL section")
+		t.Fatal("no sql block in the Example queries section of docs/analysts.md")
 	}
 	block, _, _ = strings.Cut(block, "```")
 	n := 0
