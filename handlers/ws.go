@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net"
@@ -157,32 +156,19 @@ func (h *Hub) onMessage(s *melody.Session, msg []byte) {
 	if c == nil {
 		return
 	}
-	if len(msg) > h.cfg.MaxMessageBytes {
-		c.send(errorFrame(CodeTooLarge, "frame larger than max_message_bytes"))
-		return
-	}
-	var f ClientFrame
-	dec := json.NewDecoder(bytes.NewReader(msg))
-	if err := dec.Decode(&f); err != nil || dec.More() {
-		c.send(errorFrame(CodeInvalidJSON, "frame is not a JSON object"))
-		return
-	}
-	switch f.Type {
-	case TypePing:
+	f, code, why := parseClientFrame(msg, h.cfg.MaxMessageBytes)
+	switch {
+	case code != "":
+		c.send(errorFrame(code, why))
+	case f.Type == TypePing:
 		c.send([]byte(pongFrame))
-	case TypeMessage:
+	case f.Type == TypeMessage:
 		h.chat(c, f.Text)
-	default:
-		c.send(errorFrame(CodeUnknownType, "unknown message type: send message or ping"))
 	}
 }
 
+// chat relays text, a message frame's text as parseClientFrame returns it.
 func (h *Hub) chat(c *wsConn, text string) {
-	text = strings.TrimSpace(text)
-	if text == "" || !utf8.ValidString(text) {
-		c.send(errorFrame(CodeInvalidField, "text must be non-empty UTF-8"))
-		return
-	}
 	if !c.limiter.Allow() {
 		c.send(errorFrame(CodeRateLimited, "too many messages: slow down"))
 		return

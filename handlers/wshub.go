@@ -590,10 +590,7 @@ func (h *Hub) onStats(st presencestats.OnlineStats) { h.applyStats(st) }
 
 // onChat receives a chat message from the room's channel and relays it to local members.
 func (h *Hub) onChat(room uuid.UUID, payload []byte) {
-	frame := make([]byte, 0, len(payload)+32)
-	frame = append(frame, `{"type":"message","data":`...)
-	frame = append(frame, payload...)
-	frame = append(frame, '}')
+	frame := messageFrame(payload)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if r := h.rooms[room]; r != nil {

@@ -1,8 +1,11 @@
 package handlers
 
 import (
+	"bytes"
 	"encoding/json"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -102,4 +105,36 @@ const pongFrame = `{"type":"pong"}`
 
 func errorFrame(code, msg string) []byte {
 	return mustFrame(TypeError, ErrorFrameData{Code: code, Message: msg})
+}
+
+// parseClientFrame decodes one client text frame of at most maxBytes. It returns the frame, or
+// the code and message of the error frame that answers it. A frame it returns is a ping or a
+// message whose text is trimmed, non-empty UTF-8.
+func parseClientFrame(msg []byte, maxBytes int) (f ClientFrame, code, why string) {
+	if len(msg) > maxBytes {
+		return ClientFrame{}, CodeTooLarge, "frame larger than max_message_bytes"
+	}
+	dec := json.NewDecoder(bytes.NewReader(msg))
+	if err := dec.Decode(&f); err != nil || dec.More() {
+		return ClientFrame{}, CodeInvalidJSON, "frame is not a JSON object"
+	}
+	switch f.Type {
+	case TypePing:
+		return ClientFrame{Type: TypePing}, "", ""
+	case TypeMessage:
+		f.Text = strings.TrimSpace(f.Text)
+		if f.Text == "" || !utf8.ValidString(f.Text) {
+			return ClientFrame{}, CodeInvalidField, "text must be non-empty UTF-8"
+		}
+		return f, "", ""
+	}
+	return ClientFrame{}, CodeUnknownType, "unknown message type: send message or ping"
+}
+
+// messageFrame is the message frame of a chat message relayed as payload (a ChatMessage's JSON).
+func messageFrame(payload []byte) []byte {
+	frame := make([]byte, 0, len(payload)+32)
+	frame = append(frame, `{"type":"message","data":`...)
+	frame = append(frame, payload...)
+	return append(frame, '}')
 }
