@@ -7,9 +7,13 @@
 -- refuses a table with rows, and in a migration without a transaction a collector already
 -- retrying its inserts (another instance, or one started before the database was restored) could
 -- otherwise write between the two.
+-- Guarded, as every statement of this file: goose re-runs the whole file after an interruption.
 -- +goose StatementBegin
 DO $$
 BEGIN
+IF to_regclass('presence_events') IS NOT NULL THEN
+    RETURN;
+END IF;
 CREATE TABLE presence_events (
     event_id        uuid             NOT NULL,
     ts              timestamptz      NOT NULL,
@@ -36,19 +40,28 @@ END
 $$;
 -- +goose StatementEnd
 
-CREATE INDEX presence_events_room_ts_idx ON presence_events (room_id, ts DESC);
+CREATE INDEX IF NOT EXISTS presence_events_room_ts_idx ON presence_events (room_id, ts DESC);
 
-CREATE INDEX presence_events_user_session_idx ON presence_events (user_id, session_id);
+CREATE INDEX IF NOT EXISTS presence_events_user_session_idx ON presence_events (user_id, session_id);
 
-ALTER TABLE presence_events SET (
-    timescaledb.enable_columnstore,
-    timescaledb.segmentby = 'room_id',
-    timescaledb.orderby = 'ts DESC'
-);
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM timescaledb_information.hypertables
+               WHERE hypertable_schema = current_schema() AND hypertable_name = 'presence_events' AND compression_enabled) THEN
+        ALTER TABLE presence_events SET (
+            timescaledb.enable_columnstore,
+            timescaledb.segmentby = 'room_id',
+            timescaledb.orderby = 'ts DESC'
+        );
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 
-CALL add_columnstore_policy('presence_events', after => INTERVAL '2 days');
+CALL add_columnstore_policy('presence_events', after => INTERVAL '2 days', if_not_exists => true);
 
-SELECT add_retention_policy('presence_events', drop_after => INTERVAL '30 days');
+SELECT add_retention_policy('presence_events', drop_after => INTERVAL '30 days', if_not_exists => true);
 
 -- +goose Down
 DROP TABLE IF EXISTS presence_events;

@@ -128,7 +128,7 @@ func BenchmarkHistoryStorage(b *testing.B) {
 		t0 = time.Now()
 		for _, table := range []string{"presence_events", "presence_room_hourly", "presence_user_hourly",
 			"presence_room_hours_daily", "presence_room_users_hours_daily"} {
-			if _, err := pool.Exec(ctx, `CALL run_job($1)`, jobID(ctx, b, pool, "policy_compression", table)); err != nil {
+			if err := storagetest.RunJob(ctx, pool, jobID(ctx, b, pool, "policy_compression", table)); err != nil {
 				b.Fatal(err)
 			}
 		}

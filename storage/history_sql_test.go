@@ -141,13 +141,13 @@ func TestHistoryRetentionKeepsAggregates(t *testing.T) {
 			t.Fatalf("%s before retention: %+v", g, before[g])
 		}
 	}
-	if _, err := pool.Exec(ctx, `CALL run_job($1)`, jobID(ctx, t, pool, "policy_retention", "presence_events")); err != nil {
+	if err := storagetest.RunJob(ctx, pool, jobID(ctx, t, pool, "policy_retention", "presence_events")); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := countRoomEvents(ctx, pool, room); err != nil || n != 0 {
 		t.Fatalf("raw events after retention: %d (%v), want 0", n, err)
 	}
-	if _, err := pool.Exec(ctx, `CALL run_job($1)`, jobID(ctx, t, pool, "policy_refresh_continuous_aggregate", "presence_room_hourly")); err != nil {
+	if err := storagetest.RunJob(ctx, pool, jobID(ctx, t, pool, "policy_refresh_continuous_aggregate", "presence_room_hourly")); err != nil {
 		t.Fatal(err)
 	}
 	for g, want := range before {
@@ -206,8 +206,8 @@ func TestHistoryPolicies(t *testing.T) {
 	// Finest first, as the scheduler would over time.
 	for _, j := range jobs {
 		t0 := time.Now()
-		if _, err := pool.Exec(ctx, `CALL run_job($1)`, j.ID); err != nil {
-			t.Errorf("run_job(%d) %s on %s: %v", j.ID, j.Proc, j.Table, err)
+		if err := storagetest.RunJob(ctx, pool, j.ID); err != nil {
+			t.Errorf("%s on %s: %v", j.Proc, j.Table, err)
 		}
 		t.Logf("run_job(%d) %s on %s: %v", j.ID, j.Proc, j.Table, time.Since(t0).Round(time.Millisecond))
 	}

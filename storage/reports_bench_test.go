@@ -128,8 +128,8 @@ func refreshWindow(ctx context.Context, tb testing.TB, pool *pgxpool.Pool, from,
 		if !to.IsZero() {
 			until = &to
 		}
-		if _, err := pool.Exec(ctx, fmt.Sprintf(`CALL refresh_continuous_aggregate('%s', $1::timestamptz, $2::timestamptz)`, v), since, until); err != nil {
-			tb.Fatalf("refresh %s: %v", v, err)
+		if err := storagetest.RefreshAggregate(ctx, pool, v, since, until); err != nil {
+			tb.Fatal(err)
 		}
 		tb.Logf("refresh %s: %v", v, time.Since(t0).Round(time.Millisecond))
 	}
@@ -156,8 +156,8 @@ func runStoragePolicies(ctx context.Context, tb testing.TB, pool *pgxpool.Pool) 
 		tb.Fatal(err)
 	}
 	for _, id := range ids {
-		if _, err := pool.Exec(ctx, `CALL run_job($1)`, id); err != nil {
-			tb.Fatalf("run_job(%d): %v", id, err)
+		if err := storagetest.RunJob(ctx, pool, int(id)); err != nil {
+			tb.Fatal(err)
 		}
 	}
 }

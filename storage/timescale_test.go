@@ -173,8 +173,8 @@ func TestSchemaHypertableColumnstoreAndPolicies(t *testing.T) {
 	}
 	// No background scheduler here: every policy job must run in the foreground.
 	for _, j := range jobs {
-		if _, err := pool.Exec(ctx, fmt.Sprintf("CALL run_job(%d)", j.id)); err != nil {
-			t.Errorf("run_job(%d) %s: %v", j.id, j.proc, err)
+		if err := storagetest.RunJob(ctx, pool, j.id); err != nil {
+			t.Errorf("%s: %v", j.proc, err)
 		}
 	}
 }

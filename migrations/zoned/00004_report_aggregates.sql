@@ -16,15 +16,27 @@
 
 -- +goose Up
 -- The zone the buckets were built with: serve refuses to start when REPORT_TIMEZONE differs.
-CREATE TABLE report_settings (
+CREATE TABLE IF NOT EXISTS report_settings (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     timezone  text    NOT NULL
 );
 
-INSERT INTO report_settings (timezone) VALUES ({{timezone}});
+-- A re-run after an interruption must bucket in the zone the first run began with: the aggregates
+-- it made already have that zone baked in.
+-- +goose StatementBegin
+DO $$
+BEGIN
+    INSERT INTO report_settings (timezone) VALUES ({{timezone}}) ON CONFLICT (singleton) DO NOTHING;
+    IF (SELECT timezone FROM report_settings) <> {{timezone}} THEN
+        RAISE EXCEPTION 'report aggregates: this database was begun with REPORT_TIMEZONE=%, not %: migrate with that zone',
+            (SELECT timezone FROM report_settings), {{timezone}};
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 
 -- room aggregates: hourly on the raw events, daily on hourly, weekly and monthly on daily, yearly on monthly.
-CREATE MATERIALIZED VIEW presence_room_hourly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_hourly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 hour', ts, {{timezone}}) AS bucket,
        room_id,
@@ -40,7 +52,7 @@ FROM presence_events
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_daily
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -56,7 +68,7 @@ FROM presence_room_hourly
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_weekly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_weekly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 week', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -72,7 +84,7 @@ FROM presence_room_daily
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_monthly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_monthly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 month', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -88,7 +100,7 @@ FROM presence_room_daily
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_yearly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_yearly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 year', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -105,7 +117,7 @@ GROUP BY 1, 2
 WITH NO DATA;
 
 -- user aggregates: hourly on the raw events, daily on hourly, weekly and monthly on daily, yearly on monthly.
-CREATE MATERIALIZED VIEW presence_user_hourly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_user_hourly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 hour', ts, {{timezone}}) AS bucket,
        room_id,
@@ -115,7 +127,7 @@ FROM presence_events
 GROUP BY 1, 2, 3
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_user_daily
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_user_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -125,7 +137,7 @@ FROM presence_user_hourly
 GROUP BY 1, 2, 3
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_user_weekly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_user_weekly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 week', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -135,7 +147,7 @@ FROM presence_user_daily
 GROUP BY 1, 2, 3
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_user_monthly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_user_monthly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 month', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -145,7 +157,7 @@ FROM presence_user_daily
 GROUP BY 1, 2, 3
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_user_yearly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_user_yearly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 year', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -159,60 +171,78 @@ WITH NO DATA;
 -- well inside its source's retention: refreshing a range whose source rows were dropped would
 -- erase the aggregate rows (raw 30 days > 28; hourly 6 months > 60 days; daily 2 years > 6 months).
 SELECT add_continuous_aggregate_policy('presence_room_hourly',
-    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes');
+    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_daily',
-    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour');
+    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_weekly',
-    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_monthly',
-    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_yearly',
-    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_user_hourly',
-    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes');
+    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_user_daily',
-    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour');
+    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_user_weekly',
-    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_user_monthly',
-    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_user_yearly',
-    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 -- Retention: hourly 6 months, daily 2 years; weekly, monthly and yearly are kept.
-SELECT add_retention_policy('presence_room_hourly', drop_after => INTERVAL '6 months');
+SELECT add_retention_policy('presence_room_hourly', drop_after => INTERVAL '6 months', if_not_exists => true);
 
-SELECT add_retention_policy('presence_room_daily', drop_after => INTERVAL '2 years');
+SELECT add_retention_policy('presence_room_daily', drop_after => INTERVAL '2 years', if_not_exists => true);
 
-SELECT add_retention_policy('presence_user_hourly', drop_after => INTERVAL '6 months');
+SELECT add_retention_policy('presence_user_hourly', drop_after => INTERVAL '6 months', if_not_exists => true);
 
-SELECT add_retention_policy('presence_user_daily', drop_after => INTERVAL '2 years');
+SELECT add_retention_policy('presence_user_daily', drop_after => INTERVAL '2 years', if_not_exists => true);
 
 -- Columnstore on the hourly aggregates after 7 days (they are the large ones).
-ALTER MATERIALIZED VIEW presence_room_hourly SET (
-    timescaledb.enable_columnstore = true,
-    timescaledb.segmentby = 'room_id',
-    timescaledb.orderby = 'bucket DESC'
-);
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM timescaledb_information.continuous_aggregates
+               WHERE view_schema = current_schema() AND view_name = 'presence_room_hourly' AND compression_enabled) THEN
+        ALTER MATERIALIZED VIEW presence_room_hourly SET (
+            timescaledb.enable_columnstore = true,
+            timescaledb.segmentby = 'room_id',
+            timescaledb.orderby = 'bucket DESC'
+        );
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 
-ALTER MATERIALIZED VIEW presence_user_hourly SET (
-    timescaledb.enable_columnstore = true,
-    timescaledb.segmentby = 'room_id',
-    timescaledb.orderby = 'bucket DESC, user_id'
-);
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM timescaledb_information.continuous_aggregates
+               WHERE view_schema = current_schema() AND view_name = 'presence_user_hourly' AND compression_enabled) THEN
+        ALTER MATERIALIZED VIEW presence_user_hourly SET (
+            timescaledb.enable_columnstore = true,
+            timescaledb.segmentby = 'room_id',
+            timescaledb.orderby = 'bucket DESC, user_id'
+        );
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 
-CALL add_columnstore_policy('presence_room_hourly', after => INTERVAL '7 days');
+CALL add_columnstore_policy('presence_room_hourly', after => INTERVAL '7 days', if_not_exists => true);
 
-CALL add_columnstore_policy('presence_user_hourly', after => INTERVAL '7 days');
+CALL add_columnstore_policy('presence_user_hourly', after => INTERVAL '7 days', if_not_exists => true);
 
 -- +goose Down
 -- Undoes up.sql. Dropping a continuous aggregate removes its policies; children go first.

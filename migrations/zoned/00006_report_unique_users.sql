@@ -6,7 +6,7 @@
 -- level. A template like 00004: {{timezone}} is replaced by migrations.WithReportZone.
 
 -- +goose Up
-CREATE MATERIALIZED VIEW presence_room_users_hourly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_users_hourly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 hour', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -15,7 +15,7 @@ FROM presence_user_hourly
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_all_users_hourly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_all_users_hourly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 hour', bucket, {{timezone}}) AS bucket,
        count(DISTINCT user_id) AS unique_users
@@ -23,7 +23,7 @@ FROM presence_user_hourly
 GROUP BY 1
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_users_daily
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_users_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -32,7 +32,7 @@ FROM presence_user_daily
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_all_users_daily
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_all_users_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        count(DISTINCT user_id) AS unique_users
@@ -40,7 +40,7 @@ FROM presence_user_daily
 GROUP BY 1
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_users_weekly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_users_weekly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 week', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -49,7 +49,7 @@ FROM presence_user_weekly
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_all_users_weekly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_all_users_weekly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 week', bucket, {{timezone}}) AS bucket,
        count(DISTINCT user_id) AS unique_users
@@ -57,7 +57,7 @@ FROM presence_user_weekly
 GROUP BY 1
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_users_monthly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_users_monthly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 month', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -66,7 +66,7 @@ FROM presence_user_monthly
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_all_users_monthly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_all_users_monthly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 month', bucket, {{timezone}}) AS bucket,
        count(DISTINCT user_id) AS unique_users
@@ -74,7 +74,7 @@ FROM presence_user_monthly
 GROUP BY 1
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_users_yearly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_users_yearly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 year', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -83,7 +83,7 @@ FROM presence_user_yearly
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_all_users_yearly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_all_users_yearly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 year', bucket, {{timezone}}) AS bucket,
        count(DISTINCT user_id) AS unique_users
@@ -93,42 +93,42 @@ WITH NO DATA;
 
 -- Refresh windows as their sources' (migration 4); retention as the per-user aggregates.
 SELECT add_continuous_aggregate_policy('presence_room_users_hourly',
-    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes');
+    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_users_daily',
-    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour');
+    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_users_weekly',
-    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_users_monthly',
-    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_users_yearly',
-    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
-SELECT add_retention_policy('presence_room_users_hourly', drop_after => INTERVAL '6 months');
+SELECT add_retention_policy('presence_room_users_hourly', drop_after => INTERVAL '6 months', if_not_exists => true);
 
-SELECT add_retention_policy('presence_room_users_daily', drop_after => INTERVAL '2 years');
+SELECT add_retention_policy('presence_room_users_daily', drop_after => INTERVAL '2 years', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_all_users_hourly',
-    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes');
+    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_all_users_daily',
-    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour');
+    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_all_users_weekly',
-    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_all_users_monthly',
-    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_all_users_yearly',
-    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
-SELECT add_retention_policy('presence_all_users_hourly', drop_after => INTERVAL '6 months');
+SELECT add_retention_policy('presence_all_users_hourly', drop_after => INTERVAL '6 months', if_not_exists => true);
 
-SELECT add_retention_policy('presence_all_users_daily', drop_after => INTERVAL '2 years');
+SELECT add_retention_policy('presence_all_users_daily', drop_after => INTERVAL '2 years', if_not_exists => true);
 
 -- +goose Down
 DROP MATERIALIZED VIEW IF EXISTS presence_all_users_yearly;

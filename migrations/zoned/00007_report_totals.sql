@@ -16,7 +16,7 @@
 -- storage/reports.go carries T0 from the rooms' counts at the start of the range.
 
 -- +goose Up
-CREATE MATERIALIZED VIEW presence_total_hourly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_total_hourly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 hour', bucket, {{timezone}}) AS bucket,
        sum(net_delta)::bigint                                              AS net_delta,
@@ -30,7 +30,7 @@ FROM presence_room_hourly
 GROUP BY 1
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_total_daily
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_total_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        sum(net_delta)::bigint                                              AS net_delta,
@@ -44,7 +44,7 @@ FROM presence_room_daily
 GROUP BY 1
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_total_weekly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_total_weekly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 week', bucket, {{timezone}}) AS bucket,
        sum(net_delta)::bigint                                              AS net_delta,
@@ -58,7 +58,7 @@ FROM presence_room_weekly
 GROUP BY 1
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_total_monthly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_total_monthly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 month', bucket, {{timezone}}) AS bucket,
        sum(net_delta)::bigint                                              AS net_delta,
@@ -72,7 +72,7 @@ FROM presence_room_monthly
 GROUP BY 1
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_total_yearly
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_total_yearly
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 year', bucket, {{timezone}}) AS bucket,
        sum(net_delta)::bigint                                              AS net_delta,
@@ -88,23 +88,23 @@ WITH NO DATA;
 
 -- Refresh windows as their sources' (migration 4); retention as the room aggregates.
 SELECT add_continuous_aggregate_policy('presence_total_hourly',
-    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes');
+    start_offset => INTERVAL '28 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_total_daily',
-    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour');
+    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_total_weekly',
-    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '90 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_total_monthly',
-    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '6 months', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_total_yearly',
-    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day');
+    start_offset => INTERVAL '3 years', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 day', if_not_exists => true);
 
-SELECT add_retention_policy('presence_total_hourly', drop_after => INTERVAL '6 months');
+SELECT add_retention_policy('presence_total_hourly', drop_after => INTERVAL '6 months', if_not_exists => true);
 
-SELECT add_retention_policy('presence_total_daily', drop_after => INTERVAL '2 years');
+SELECT add_retention_policy('presence_total_daily', drop_after => INTERVAL '2 years', if_not_exists => true);
 
 -- +goose Down
 DROP MATERIALIZED VIEW IF EXISTS presence_total_yearly;

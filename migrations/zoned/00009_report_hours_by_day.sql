@@ -24,7 +24,7 @@
 -- element is sent on its own) and 3 ms packed, on the WebAssembly build. A day of 25 hours is
 -- 1,600 bytes, under the size PostgreSQL would compress a row at. Plain SQL expressions:
 -- PostgreSQL inlines them into the queries that call them.
-CREATE FUNCTION report_pack_hour(bucket timestamptz, peak_in bigint, online_end bigint, net_delta bigint,
+CREATE OR REPLACE FUNCTION report_pack_hour(bucket timestamptz, peak_in bigint, online_end bigint, net_delta bigint,
                                  delta_moment float8, connections bigint, sessions_ended bigint,
                                  session_seconds_sum float8)
 RETURNS bytea IMMUTABLE PARALLEL SAFE LANGUAGE sql
@@ -32,11 +32,11 @@ RETURN timestamptz_send(bucket) || int8send(peak_in) || int8send(online_end) || 
        || float8send(delta_moment) || int8send(connections) || int8send(sessions_ended)
        || float8send(coalesce(session_seconds_sum, 0));
 
-CREATE FUNCTION report_pack_users(bucket timestamptz, unique_users bigint)
+CREATE OR REPLACE FUNCTION report_pack_users(bucket timestamptz, unique_users bigint)
 RETURNS bytea IMMUTABLE PARALLEL SAFE LANGUAGE sql
 RETURN timestamptz_send(bucket) || int8send(unique_users);
 
-CREATE MATERIALIZED VIEW presence_room_hours_daily
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_hours_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -47,7 +47,7 @@ FROM presence_room_hourly
 GROUP BY 1, 2
 WITH NO DATA;
 
-CREATE MATERIALIZED VIEW presence_room_users_hours_daily
+CREATE MATERIALIZED VIEW IF NOT EXISTS presence_room_users_hours_daily
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        room_id,
@@ -56,41 +56,61 @@ FROM presence_room_users_hourly
 GROUP BY 1, 2
 WITH NO DATA;
 
+-- Materialize what the hourly aggregates already hold (a database migrated with data), before the
+-- policies exist: with them the scheduler may start their jobs at once, and a refresh of the same
+-- aggregate at that moment fails (SQLSTATE 55P03).
+CALL refresh_continuous_aggregate('presence_room_hours_daily', NULL, now() - INTERVAL '1 hour');
+
+CALL refresh_continuous_aggregate('presence_room_users_hours_daily', NULL, now() - INTERVAL '1 hour');
+
 -- Refresh windows as presence_room_daily's (they read the same hours), run as often as the hourly
 -- aggregates' (a late event reaches an hour report within two of their runs); retention as the
 -- hourly aggregates': an hour report does not reach further back than them.
 SELECT add_continuous_aggregate_policy('presence_room_hours_daily',
-    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes');
+    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes', if_not_exists => true);
 
 SELECT add_continuous_aggregate_policy('presence_room_users_hours_daily',
-    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes');
+    start_offset => INTERVAL '60 days', end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes', if_not_exists => true);
 
-SELECT add_retention_policy('presence_room_hours_daily', drop_after => INTERVAL '6 months');
+SELECT add_retention_policy('presence_room_hours_daily', drop_after => INTERVAL '6 months', if_not_exists => true);
 
-SELECT add_retention_policy('presence_room_users_hours_daily', drop_after => INTERVAL '6 months');
+SELECT add_retention_policy('presence_room_users_hours_daily', drop_after => INTERVAL '6 months', if_not_exists => true);
 
 -- Columnstore after 7 days, as the hourly aggregates: half the size (27 against 13 MB for a year of
 -- 100 rooms), and 7 days of 100 rooms read in 6 instead of 4 ms when compressed.
-ALTER MATERIALIZED VIEW presence_room_hours_daily SET (
-    timescaledb.enable_columnstore = true,
-    timescaledb.segmentby = 'room_id',
-    timescaledb.orderby = 'bucket DESC'
-);
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM timescaledb_information.continuous_aggregates
+               WHERE view_schema = current_schema() AND view_name = 'presence_room_hours_daily' AND compression_enabled) THEN
+        ALTER MATERIALIZED VIEW presence_room_hours_daily SET (
+            timescaledb.enable_columnstore = true,
+            timescaledb.segmentby = 'room_id',
+            timescaledb.orderby = 'bucket DESC'
+        );
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 
-ALTER MATERIALIZED VIEW presence_room_users_hours_daily SET (
-    timescaledb.enable_columnstore = true,
-    timescaledb.segmentby = 'room_id',
-    timescaledb.orderby = 'bucket DESC'
-);
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM timescaledb_information.continuous_aggregates
+               WHERE view_schema = current_schema() AND view_name = 'presence_room_users_hours_daily' AND compression_enabled) THEN
+        ALTER MATERIALIZED VIEW presence_room_users_hours_daily SET (
+            timescaledb.enable_columnstore = true,
+            timescaledb.segmentby = 'room_id',
+            timescaledb.orderby = 'bucket DESC'
+        );
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 
-CALL add_columnstore_policy('presence_room_hours_daily', after => INTERVAL '7 days');
+CALL add_columnstore_policy('presence_room_hours_daily', after => INTERVAL '7 days', if_not_exists => true);
 
-CALL add_columnstore_policy('presence_room_users_hours_daily', after => INTERVAL '7 days');
-
--- Materialize what the hourly aggregates already hold (a database migrated with data).
-CALL refresh_continuous_aggregate('presence_room_hours_daily', NULL, now() - INTERVAL '1 hour');
-
-CALL refresh_continuous_aggregate('presence_room_users_hours_daily', NULL, now() - INTERVAL '1 hour');
+CALL add_columnstore_policy('presence_room_users_hours_daily', after => INTERVAL '7 days', if_not_exists => true);
 
 -- +goose Down
 DROP MATERIALIZED VIEW IF EXISTS presence_room_users_hours_daily;
