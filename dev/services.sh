@@ -68,15 +68,22 @@ start_redis() { # dir port persist(yes|no)
 start_tsdb() { # log pidfile port [data-dir]
   local log=$1 pidf=$2 port=$3 args=()
   [ -n "${4:-}" ] && args=(--data-dir "$4")
+  # Empty both files here, before the start: the redirects below run in the background child,
+  # and until it has run them the previous run's "ready" line would still be there to be read.
   : >"$log"
+  : >"$log.out"
   nohup node dev/tsdb/server.mjs --port "$port" --pid-file "$pidf" "${args[@]}" >"$log.out" 2>"$log" &
-  local i
+  local pid=$! i got
   for ((i = 0; i < 600; i++)); do
-    if grep -q '"ready":true' "$log.out" 2>/dev/null; then
-      sed -n 's/.*"port":\([0-9]*\).*/\1/p' "$log.out" | head -1
+    # server.mjs prints the line once it listens and has answered SHOW timescaledb.license.
+    got=$(sed -n 's/.*"ready":true.*"port":\([0-9]*\).*/\1/p' "$log.out" 2>/dev/null | head -1)
+    if [ -n "$got" ]; then
+      [ "$(cat "$pidf" 2>/dev/null)" = "$pid" ] || die "TimescaleDB: $pidf does not hold the pid just started ($pid)"
+      wait_port 127.0.0.1 "$got" 10 || die "TimescaleDB said ready on $got but the port does not answer (see $log)"
+      echo "$got"
       return 0
     fi
-    kill -0 $! 2>/dev/null || die "TimescaleDB exited: $(tail -5 "$log")"
+    kill -0 "$pid" 2>/dev/null || die "TimescaleDB exited: $(tail -5 "$log")"
     sleep 0.1
   done
   die "TimescaleDB not ready after 60 s (see $log)"
