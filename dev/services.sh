@@ -5,7 +5,8 @@
 #   dev/services.sh status    say what runs
 #   dev/services.sh chromium  install Debian's chromium if /usr/bin/chromium is missing (browser tests)
 #   dev/services.sh test CMD  start fresh throw-away instances on free ports, run CMD with
-#                             TEST_REDIS_URL and TEST_DATABASE_URL set, stop them, exit with CMD's status
+#                             TEST_REDIS_URL and TEST_TSDB_URL set, stop them, exit with CMD's status.
+#                             A TEST_DATABASE_URL the caller set (a real server) is passed on as is.
 # Everything it starts is found again through pid files under .data/ (or the test's temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -133,8 +134,14 @@ test)
   start_redis "$tmp/redis" "$rport" no
   tport=$(start_tsdb "$tmp/tsdb.log" "$tmp/tsdb.pid" 0)
   export TEST_REDIS_URL="redis://127.0.0.1:$rport/0"
-  export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$tport/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=cache_describe"
+  # The throw-away local engine: the browser tests' database, whatever TEST_DATABASE_URL says.
+  export TEST_TSDB_URL="postgres://postgres@127.0.0.1:$tport/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=cache_describe"
   say "throw-away Redis on $rport, TimescaleDB on $tport"
+  # TEST_DATABASE_URL is the operator's server only (storage/storagetest makes a fresh database
+  # there for every test that asks for one); unset, the Go tests start local instances.
+  if [ -n "${TEST_DATABASE_URL:-}" ]; then
+    say "Go tests: fresh databases on the server of TEST_DATABASE_URL (tests that stop their database, and the browser tests, stay local)"
+  fi
   set +e
   "$@"
   status=$?
