@@ -83,7 +83,7 @@ func createDatabase(ctx context.Context, serverDSN string) (string, func(context
 	if err != nil {
 		return "", nil, err
 	}
-	admin, err := pgx.Connect(ctx, serverDSN)
+	admin, err := connect(ctx, serverDSN)
 	if err != nil {
 		return "", nil, fmt.Errorf("connect to %s: %w", ServerEnv, err)
 	}
@@ -92,7 +92,7 @@ func createDatabase(ctx context.Context, serverDSN string) (string, func(context
 		return "", nil, fmt.Errorf("CREATE DATABASE on the server of %s (the role needs CREATEDB): %w", ServerEnv, err)
 	}
 	drop := func(ctx context.Context) error {
-		c, err := pgx.Connect(ctx, serverDSN)
+		c, err := connect(ctx, serverDSN)
 		if err != nil {
 			return fmt.Errorf("drop test database %s: %w", name, err)
 		}
@@ -105,7 +105,7 @@ func createDatabase(ctx context.Context, serverDSN string) (string, func(context
 	}
 	// The local WebAssembly engine has one database whatever the DSN names: refuse it here rather
 	// than let every test share (and drop) it.
-	c, err := pgx.Connect(ctx, dsn)
+	c, err := connect(ctx, dsn)
 	if err == nil {
 		var got string
 		err = c.QueryRow(ctx, "SELECT current_database()").Scan(&got)
@@ -119,6 +119,16 @@ func createDatabase(ctx context.Context, serverDSN string) (string, func(context
 		return "", nil, fmt.Errorf("connect to the new test database: %w", err)
 	}
 	return dsn, drop, nil
+}
+
+// connect opens one connection on a DSN written for a pool: pgxpool's own parameters
+// (pool_max_conns, ...) would otherwise be sent to the server as settings.
+func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.ConnectConfig(ctx, cfg.ConnConfig)
 }
 
 // pauseJobs unschedules every job of the schema (the policies), so that tests on a server are as

@@ -36,17 +36,18 @@ func TestDatabaseDSN(t *testing.T) {
 // test's DSN reaches it, and it is dropped at cleanup.
 func TestFreshDatabaseOnServer(t *testing.T) {
 	pg := storagetest.StartPlainPostgres(t)
-	t.Setenv(storagetest.ServerEnv, pg.DSN("postgres")+"&application_name=presence-suite")
+	t.Setenv(storagetest.ServerEnv, pg.DSN("postgres")+"&application_name=presence-suite&pool_max_conns=2")
 	var name string
 	t.Run("test", func(t *testing.T) {
 		dsn := storagetest.FreshDatabase(t)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		c, err := pgx.Connect(ctx, dsn)
+		pool := storagetest.Connect(t, dsn, false) // the DSN as the tests' pools use it
+		c, err := pool.Acquire(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close(ctx)
+		defer c.Release()
 		var app string
 		if err := c.QueryRow(ctx, "SELECT current_database(), current_setting('application_name')").Scan(&name, &app); err != nil {
 			t.Fatal(err)
