@@ -85,7 +85,15 @@ func ReadServerFacts(ctx context.Context, pool *pgxpool.Pool) (ServerFacts, erro
 	if err != nil || f.Installed != "" || f.Available == "" || f.License != "" {
 		return f, err
 	}
-	tx, err := pool.Begin(ctx)
+	// A connection of its own, closed afterwards rather than returned to the pool: the backend
+	// that loaded TimescaleDB for the rolled-back CREATE EXTENSION is not the one to migrate on.
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return f, pgError(err, "preflight: connect")
+	}
+	conn := c.Hijack()
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return f, pgError(err, "preflight: begin")
 	}
