@@ -103,7 +103,7 @@ func ReadServerFacts(ctx context.Context, pool *pgxpool.Pool) (ServerFacts, erro
 			return f, pgError(err, "preflight: try CREATE EXTENSION timescaledb")
 		}
 		return f, presencestats.Wrap(presencestats.EINVALID, err, fmt.Sprintf(
-			"TimescaleDB %s is available but CREATE EXTENSION timescaledb fails (%s): migrating needs a role that may create it (the database owner or a superuser) and timescaledb in shared_preload_libraries",
+			"TimescaleDB %s is available but CREATE EXTENSION timescaledb fails (%s): migrating needs a role that may create it (a superuser, unless the extension is created beforehand) and timescaledb in shared_preload_libraries",
 			f.Available, firstLine(err.Error())))
 	}
 	probed, err := scanServerFacts(ctx, tx)

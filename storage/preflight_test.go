@@ -72,8 +72,9 @@ func TestCheckServer(t *testing.T) {
 	}
 }
 
-// The preflight's own SQL, on the local engine: it parses, answers, and the engine passes.
-func TestPreflightOnLocalEngine(t *testing.T) {
+// The preflight's own SQL on the test database (the local engine, or on a server run the
+// server): it parses, answers, and the engine passes.
+func TestPreflightOnTestDatabase(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pool := storagetest.SharedDatabase(t)
@@ -81,12 +82,12 @@ func TestPreflightOnLocalEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("local engine reports %+v", f)
+	t.Logf("the test database reports %+v", f)
 	if f.ServerVersionNum < 150000 || f.Installed == "" || f.Available == "" || f.License != "timescale" {
 		t.Errorf("facts %+v: want a version, TimescaleDB installed and available, licence timescale", f)
 	}
 	if err := storage.Preflight(ctx, pool); err != nil {
-		t.Fatalf("preflight refuses the local engine: %v", err)
+		t.Fatalf("preflight refuses the test database's server: %v", err)
 	}
 }
 
