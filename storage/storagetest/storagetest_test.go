@@ -2,6 +2,7 @@ package storagetest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,4 +68,17 @@ func TestFreshDatabaseOnServer(t *testing.T) {
 	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", name).Scan(&n); err != nil || n != 0 {
 		t.Errorf("database %q still there after the test (%d, %v)", name, n, err)
 	}
+}
+
+// TEST_DATABASE_URL pointing at the local engine (one database, whatever the DSN names) is refused
+// with a message saying so, rather than every test sharing and dropping that one database.
+func TestCreateDatabaseRefusesLocalEngine(t *testing.T) {
+	ts := storagetest.StartTimescale(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, _, err := storagetest.CreateDatabase(ctx, ts.DSN())
+	if err == nil || !strings.Contains(err.Error(), "must be a real PostgreSQL server, not the local engine") {
+		t.Fatalf("CreateDatabase on the local engine: %v, want a refusal naming the local engine", err)
+	}
+	t.Log(err)
 }
