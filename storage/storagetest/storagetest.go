@@ -123,9 +123,9 @@ func startTimescale(root string, port int) (*Timescale, error) {
 		return ts, nil
 	case <-ts.done:
 		return nil, fmt.Errorf("TimescaleDB exited before it was ready: %s", stderr.String())
-	case <-time.After(60 * time.Second):
+	case <-time.After(3 * time.Minute): // a start takes seconds; minutes on a loaded shared box
 		ts.Stop()
-		return nil, fmt.Errorf("TimescaleDB not ready after 60s: %s", stderr.String())
+		return nil, fmt.Errorf("TimescaleDB not ready after 3 minutes: %s", stderr.String())
 	}
 }
 
@@ -182,6 +182,10 @@ func Connect(tb testing.TB, dsn string, migrate bool) *pgxpool.Pool {
 }
 
 func migrateAndPause(ctx context.Context, pool *pgxpool.Pool) error {
+	// As `presenced migrate up` does: a server that cannot hold the schema says so in one line.
+	if err := storage.Preflight(ctx, pool); err != nil {
+		return fmt.Errorf("preflight: %w", err)
+	}
 	if err := storage.MigrateUp(ctx, pool, nil); err != nil {
 		return err
 	}
