@@ -40,7 +40,8 @@ run: services-up build
 test: deps
 	dev/services.sh test $(MAKE) --no-print-directory test-all
 
-# test-all expects TEST_REDIS_URL and TEST_DATABASE_URL (dev/services.sh test sets them).
+# test-all expects TEST_REDIS_URL and TEST_TSDB_URL (dev/services.sh test sets them). With
+# TEST_DATABASE_URL set to a real server, the Go tests make their databases there.
 .PHONY: test-all test-go test-browser
 test-all: test-go test-browser
 

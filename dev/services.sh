@@ -5,7 +5,8 @@
 #   dev/services.sh status    say what runs
 #   dev/services.sh chromium  install Debian's chromium if /usr/bin/chromium is missing (browser tests)
 #   dev/services.sh test CMD  start fresh throw-away instances on free ports, run CMD with
-#                             TEST_REDIS_URL and TEST_DATABASE_URL set, stop them, exit with CMD's status
+#                             TEST_REDIS_URL and TEST_TSDB_URL set, stop them, exit with CMD's status.
+#                             A TEST_DATABASE_URL the caller set (a real server) is passed on as is.
 # Everything it starts is found again through pid files under .data/ (or the test's temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,15 +69,22 @@ start_redis() { # dir port persist(yes|no)
 start_tsdb() { # log pidfile port [data-dir]
   local log=$1 pidf=$2 port=$3 args=()
   [ -n "${4:-}" ] && args=(--data-dir "$4")
+  # Empty both files here, before the start: the redirects below run in the background child,
+  # and until it has run them the previous run's "ready" line would still be there to be read.
   : >"$log"
+  : >"$log.out"
   nohup node dev/tsdb/server.mjs --port "$port" --pid-file "$pidf" "${args[@]}" >"$log.out" 2>"$log" &
-  local i
+  local pid=$! i got
   for ((i = 0; i < 600; i++)); do
-    if grep -q '"ready":true' "$log.out" 2>/dev/null; then
-      sed -n 's/.*"port":\([0-9]*\).*/\1/p' "$log.out" | head -1
+    # server.mjs prints the line once it listens and has answered SHOW timescaledb.license.
+    got=$(sed -n 's/.*"ready":true.*"port":\([0-9]*\).*/\1/p' "$log.out" 2>/dev/null | head -1)
+    if [ -n "$got" ]; then
+      [ "$(cat "$pidf" 2>/dev/null)" = "$pid" ] || die "TimescaleDB: $pidf does not hold the pid just started ($pid)"
+      wait_port 127.0.0.1 "$got" 10 || die "TimescaleDB said ready on $got but the port does not answer (see $log)"
+      echo "$got"
       return 0
     fi
-    kill -0 $! 2>/dev/null || die "TimescaleDB exited: $(tail -5 "$log")"
+    kill -0 "$pid" 2>/dev/null || die "TimescaleDB exited: $(tail -5 "$log")"
     sleep 0.1
   done
   die "TimescaleDB not ready after 60 s (see $log)"
@@ -126,8 +134,14 @@ test)
   start_redis "$tmp/redis" "$rport" no
   tport=$(start_tsdb "$tmp/tsdb.log" "$tmp/tsdb.pid" 0)
   export TEST_REDIS_URL="redis://127.0.0.1:$rport/0"
-  export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$tport/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=cache_describe"
+  # The throw-away local engine: the browser tests' database, whatever TEST_DATABASE_URL says.
+  export TEST_TSDB_URL="postgres://postgres@127.0.0.1:$tport/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=cache_describe"
   say "throw-away Redis on $rport, TimescaleDB on $tport"
+  # TEST_DATABASE_URL is the operator's server only (storage/storagetest makes a fresh database
+  # there for every test that asks for one); unset, the Go tests start local instances.
+  if [ -n "${TEST_DATABASE_URL:-}" ]; then
+    say "Go tests: fresh databases on the server of TEST_DATABASE_URL (tests that stop their database, and the browser tests, stay local)"
+  fi
   set +e
   "$@"
   status=$?

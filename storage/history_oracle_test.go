@@ -333,8 +333,7 @@ func TestHistoryOracle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := storagetest.StartTimescale(t, 0)
-	pool := storagetest.Connect(t, ts.DSN(), false)
+	pool := storagetest.Connect(t, storagetest.FreshDatabase(t), false)
 	if err := storage.MigrateUp(ctx, pool, loc); err != nil {
 		t.Fatal(err)
 	}

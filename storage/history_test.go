@@ -342,8 +342,7 @@ func TestCollectorDropsOldestWithoutSpool(t *testing.T) {
 // damage; the damaged tail, never acknowledged, is dropped.
 func TestCollectorSpoolTornTail(t *testing.T) {
 	ctx := context.Background()
-	ts := storagetest.StartTimescale(t, 0)
-	pool := storagetest.Connect(t, ts.DSN(), true)
+	pool := storagetest.NewDatabase(t)
 	spoolDir := t.TempDir()
 	down := storagetest.Connect(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&pool_max_conns=1&connect_timeout=1", storagetest.FreePort(t)), false)
 	c, err := storage.NewCollector(down, storage.CollectorConfig{BatchSize: 100, SpoolDir: spoolDir, MinBackoff: 10 * time.Millisecond})

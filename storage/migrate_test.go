@@ -12,8 +12,7 @@ import (
 func TestMigrationsUpDownUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	ts := storagetest.StartTimescale(t, 0)
-	pool := storagetest.Connect(t, ts.DSN(), false)
+	pool := storagetest.Connect(t, storagetest.FreshDatabase(t), false)
 	p, db, err := storage.NewMigrator(pool, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 // The local TimescaleDB is one PGlite session behind dev/tsdb/server.mjs; these tests check that
 // the front lets several clients share it without their statements or transactions mixing.
 func TestTimescaleFrontConcurrentClients(t *testing.T) {
+	storagetest.SkipOnServer(t, "it tests dev/tsdb's front of the local engine")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ts := storagetest.StartTimescale(t, 0)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
+	"presencestats"
 	"presencestats/storage"
 )
 
@@ -18,6 +20,16 @@ func migrate(ctx context.Context, cfg Config, args []string, out io.Writer) erro
 		return err
 	}
 	defer pool.Close()
+	// Before the first statement of a migration: a server that cannot hold the schema is refused
+	// with what it lacks, not half-migrated until some SQL function is missing.
+	if args[0] == "up" || args[0] == "redo" {
+		if err := storage.Preflight(ctx, pool); err != nil {
+			if presencestats.ErrorCode(err) == presencestats.EINVALID {
+				return errors.New("preflight: " + presencestats.ErrorMessage(err))
+			}
+			return fmt.Errorf("preflight: %w", err)
+		}
+	}
 	p, db, err := storage.NewMigrator(pool, cfg.ReportTimezone)
 	if err != nil {
 		return err

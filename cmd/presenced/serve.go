@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"presencestats"
 	"presencestats/handlers"
 	"presencestats/storage"
 	"presencestats/web"
@@ -24,6 +26,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	pool, err := storage.OpenPool(ctx, cfg.DatabaseURL)
 	if err != nil {
+		return err
+	}
+	if err := preflight(ctx, pool, log); err != nil {
+		pool.Close()
 		return err
 	}
 	rdb, err := storage.OpenRedis(ctx, cfg.RedisURL)
@@ -127,5 +133,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("http server: %w", serveErr)
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// preflight refuses to serve from a server that cannot hold the schema (storage.Preflight). A
+// database that does not answer yet is not a verdict: the service starts and the collector waits
+// for it, as it would for an outage.
+func preflight(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := storage.Preflight(ctx, pool)
+	if err == nil {
+		return nil
+	}
+	if presencestats.ErrorCode(err) == presencestats.EINVALID {
+		return errors.New("preflight: " + presencestats.ErrorMessage(err))
+	}
+	log.Warn("could not check the database server (preflight); starting anyway", "err", err)
 	return nil
 }

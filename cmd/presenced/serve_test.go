@@ -83,9 +83,9 @@ func getReady(t *testing.T, base string) (int, readyBody) {
 
 func TestReadyzFollowsRedis(t *testing.T) {
 	redis := storagetest.StartRedis(t)
-	ts := storagetest.StartTimescale(t, 0)
-	storagetest.Connect(t, ts.DSN(), true)
-	base := startServer(t, map[string]string{"REDIS_URL": redis.URL(), "DATABASE_URL": ts.DSN()})
+	dsn := storagetest.FreshDatabase(t)
+	storagetest.Connect(t, dsn, true)
+	base := startServer(t, map[string]string{"REDIS_URL": redis.URL(), "DATABASE_URL": dsn})
 
 	code, body := getReady(t, base)
 	if code != http.StatusOK || body.Dependencies["redis"].Status != "up" || body.Dependencies["database"].Status != "up" {

@@ -5,6 +5,9 @@
 // themselves with a unique key prefix; a test that stops Redis starts its own with StartRedis.
 // TimescaleDB: every call of StartTimescale starts a fresh in-memory instance (a few seconds);
 // a package shares one with Shared... helpers when its tests only add data under fresh room ids.
+// With TEST_DATABASE_URL set (an operator's real server, see server.go), FreshDatabase,
+// NewDatabase and SharedDatabase make fresh databases there instead; StartTimescale (the tests
+// that stop or freeze their database) stays local.
 package storagetest
 
 import (
@@ -120,20 +123,47 @@ func startTimescale(root string, port int) (*Timescale, error) {
 		return ts, nil
 	case <-ts.done:
 		return nil, fmt.Errorf("TimescaleDB exited before it was ready: %s", stderr.String())
-	case <-time.After(60 * time.Second):
+	case <-time.After(3 * time.Minute): // a start takes seconds; minutes on a loaded shared box
 		ts.Stop()
-		return nil, fmt.Errorf("TimescaleDB not ready after 60s: %s", stderr.String())
+		return nil, fmt.Errorf("TimescaleDB not ready after 3 minutes: %s", stderr.String())
 	}
 }
 
-// NewDatabase starts a fresh TimescaleDB, applies every migration and returns a pool on it.
-func NewDatabase(tb testing.TB) *pgxpool.Pool {
+// FreshDatabase returns the DSN of a database of the test's own, empty (nothing migrated): on
+// the operator's server (TEST_DATABASE_URL) a fresh CREATE DATABASE, dropped at cleanup; else a
+// fresh local instance, stopped at cleanup. A test that stops or freezes its database uses
+// StartTimescale instead, which is always local.
+func FreshDatabase(tb testing.TB) string {
 	tb.Helper()
-	ts := StartTimescale(tb, 0)
-	return Connect(tb, ts.DSN(), true)
+	server := ServerURL()
+	if server == "" {
+		return StartTimescale(tb, 0).DSN()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn, drop, err := createDatabase(ctx, server)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := drop(ctx); err != nil {
+			tb.Error(err)
+		}
+	})
+	return dsn
 }
 
-// Connect opens a pool on dsn (closed at cleanup), migrating up first when migrate is true.
+// NewDatabase returns a pool on a fresh database of the test's own (FreshDatabase), migrated,
+// its jobs paused.
+func NewDatabase(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	return Connect(tb, FreshDatabase(tb), true)
+}
+
+// Connect opens a pool on dsn (closed at cleanup). With migrate, it applies every migration
+// first and pauses the schema's jobs (a no-op on the local engine, which has no scheduler).
 func Connect(tb testing.TB, dsn string, migrate bool) *pgxpool.Pool {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -144,36 +174,63 @@ func Connect(tb testing.TB, dsn string, migrate bool) *pgxpool.Pool {
 	}
 	tb.Cleanup(pool.Close)
 	if migrate {
-		if err := storage.MigrateUp(ctx, pool, nil); err != nil {
+		if err := migrateAndPause(ctx, pool); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	return pool
 }
 
+func migrateAndPause(ctx context.Context, pool *pgxpool.Pool) error {
+	// As `presenced migrate up` does: a server that cannot hold the schema says so in one line.
+	if err := storage.Preflight(ctx, pool); err != nil {
+		return fmt.Errorf("preflight: %w", err)
+	}
+	if err := storage.MigrateUp(ctx, pool, nil); err != nil {
+		return err
+	}
+	return pauseJobs(ctx, pool)
+}
+
 var (
 	sharedOnce sync.Once
 	sharedPool *pgxpool.Pool
+	sharedDrop func(context.Context) error
 	sharedErr  error
+	mainRuns   bool // Main runs the package's tests: it drops a shared server database at the end
 )
 
-// SharedDatabase returns one migrated database for the whole test binary, started on first use.
+// SharedDatabase returns one migrated database for the whole test binary, made on first use.
 // Tests using it must isolate their data (fresh room and user ids) and must not change the schema.
-// The instance dies with the test binary (Pdeathsig).
+// Locally it is an instance that dies with the test binary (Pdeathsig); on the operator's server
+// a fresh database, which Main drops when the package's tests end (a package calling
+// SharedDatabase must run its tests through Main there).
 func SharedDatabase(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
 	root := RepoRoot(tb)
 	sharedOnce.Do(func() {
-		ts, err := startTimescale(root, 0)
-		if err != nil {
-			sharedErr = err
-			return
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		pool, err := storage.OpenPool(ctx, ts.DSN())
+		var dsn string
+		if server := ServerURL(); server != "" {
+			if !mainRuns {
+				sharedErr = fmt.Errorf("on a server (%s), a package using SharedDatabase needs func TestMain(m *testing.M) { os.Exit(storagetest.Main(m)) }, or its database is never dropped", ServerEnv)
+				return
+			}
+			dsn, sharedDrop, sharedErr = createDatabase(ctx, server)
+		} else {
+			var ts *Timescale
+			ts, sharedErr = startTimescale(root, 0)
+			if sharedErr == nil {
+				dsn = ts.DSN()
+			}
+		}
+		if sharedErr != nil {
+			return
+		}
+		pool, err := storage.OpenPool(ctx, dsn)
 		if err == nil {
-			err = storage.MigrateUp(ctx, pool, nil)
+			err = migrateAndPause(ctx, pool)
 		}
 		if err != nil {
 			sharedErr = err
@@ -182,9 +239,30 @@ func SharedDatabase(tb testing.TB) *pgxpool.Pool {
 		sharedPool = pool
 	})
 	if sharedErr != nil {
-		tb.Fatalf("shared TimescaleDB: %v", sharedErr)
+		tb.Fatalf("shared database: %v", sharedErr)
 	}
 	return sharedPool
+}
+
+// Main runs a package's tests (call it from TestMain) and then closes and drops the database
+// SharedDatabase made on the operator's server, if any. It returns the exit code for os.Exit.
+func Main(m *testing.M) int {
+	mainRuns = true
+	code := m.Run()
+	if sharedPool != nil {
+		sharedPool.Close()
+	}
+	if sharedDrop != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := sharedDrop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "storagetest:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	return code
 }
 
 // RedisURL returns the URL of the shared throw-away Redis that `make test` starts
@@ -288,4 +366,10 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
 }

@@ -49,10 +49,12 @@ const JWT_SECRET = randomBytes(24).toString('hex');
 // (a free one when 0). It returns { url, port, stop() }; the service's log is appended to
 // test-artifacts/presenced.log.
 export async function startService(extraEnv = {}, port = 0) {
-  const dbURL = process.env.TEST_DATABASE_URL;
+  // The local engine of `dev/services.sh test`, also when the Go tests use a real server
+  // (TEST_DATABASE_URL): see "Real TimescaleDB servers" in docs/operations.md.
+  const dbURL = process.env.TEST_TSDB_URL;
   const redisURL = process.env.TEST_REDIS_URL;
   if (!dbURL || !redisURL) {
-    throw new Error('TEST_DATABASE_URL and TEST_REDIS_URL are not set: run `make test-browser` (or dev/services.sh test ...)');
+    throw new Error('TEST_TSDB_URL and TEST_REDIS_URL are not set: run `make test-browser` (or dev/services.sh test ...)');
   }
   const bin = process.env.PRESENCED_BIN || join(ROOT, 'bin/presenced');
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`make build\` first`);

@@ -1,0 +1,4 @@
+package storagetest
+
+// CreateDatabase exposes createDatabase to the package's tests.
+var CreateDatabase = createDatabase
