@@ -69,6 +69,7 @@ func NewRouter(cfg RouterConfig) *gin.Engine {
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", readyz(cfg.Checks))
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})))
+	r.GET("/openapi.json", serveOpenAPI)
 	for _, f := range cfg.Features {
 		f.Register(r)
 	}
