@@ -201,9 +201,9 @@ func exportedSeries(t *testing.T, r io.Reader) map[string]bool {
 // /readyz answers.
 func TestDeployKitMetrics(t *testing.T) {
 	exprs := deployExprs(t)
-	ts := storagetest.StartTimescale(t, 0)
-	storagetest.Connect(t, ts.DSN(), true)
-	base := startServer(t, map[string]string{"REDIS_URL": storagetest.RedisURL(t), "DATABASE_URL": ts.DSN(),
+	// The test binary's shared database (migrated; fresh room ids keep this test's data apart).
+	dsn := storagetest.SharedDatabase(t).Config().ConnString()
+	base := startServer(t, map[string]string{"REDIS_URL": storagetest.RedisURL(t), "DATABASE_URL": dsn,
 		"REDIS_KEY_PREFIX": storagetest.KeyPrefix(t)})
 
 	auth := handlers.NewTokenAuthority(testSecret)

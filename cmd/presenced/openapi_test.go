@@ -112,11 +112,11 @@ func ginPath(p string) string {
 // every example validates against its schema; and real answers of the running handlers (2xx and
 // errors, JSON and WebSocket frames) have a documented status and content type and validate too.
 func TestOpenAPI(t *testing.T) {
-	ts := storagetest.StartTimescale(t, 0)
-	storagetest.Connect(t, ts.DSN(), true)
+	// The test binary's shared database (migrated; fresh room ids keep this test's data apart).
+	dsn := storagetest.SharedDatabase(t).Config().ConnString()
 	cfg, err := LoadConfig(env(map[string]string{
 		"JWT_SECRET": testSecret, "SPOOL_DIR": t.TempDir(), "LOG_LEVEL": "warn", "DEV_MODE": "1",
-		"REDIS_URL": storagetest.RedisURL(t), "DATABASE_URL": ts.DSN(), "REDIS_KEY_PREFIX": storagetest.KeyPrefix(t),
+		"REDIS_URL": storagetest.RedisURL(t), "DATABASE_URL": dsn, "REDIS_KEY_PREFIX": storagetest.KeyPrefix(t),
 	}))
 	if err != nil {
 		t.Fatal(err)
