@@ -14,7 +14,7 @@ help:
 	@echo "make services-down   stop them"
 	@echo "make build           build bin/presenced"
 	@echo "make lint            gofmt check and go vet"
-	@echo "make bench           run the benchmarks (see README for the figures)"
+	@echo "make bench           run the Go benchmarks (figures: docs/benchmarks.md)"
 
 deps:
 	$(GO) mod download

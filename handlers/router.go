@@ -57,6 +57,7 @@ func NewRouter(cfg RouterConfig) *gin.Engine {
 		panic(err) // nil is always accepted
 	}
 	m := newHTTPMetrics(cfg.Registry)
+	cfg.Registry.MustRegister(newDependencyCollector(cfg.Checks))
 	r.Use(requestLog(cfg.Logger, m, cfg.TrustedProxies), recovery(cfg.Logger))
 	r.NoRoute(func(c *gin.Context) {
 		writeError(c, cfg.Logger, presencestats.Errorf(presencestats.ENOTFOUND, "no route %s %s", c.Request.Method, c.Request.URL.Path))
@@ -68,6 +69,7 @@ func NewRouter(cfg RouterConfig) *gin.Engine {
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", readyz(cfg.Checks))
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})))
+	r.GET("/openapi.json", serveOpenAPI)
 	for _, f := range cfg.Features {
 		f.Register(r)
 	}
@@ -78,16 +80,7 @@ func NewRouter(cfg RouterConfig) *gin.Engine {
 // checks run side by side, each with its own 2 s: a slow database does not make Redis look down.
 func readyz(checks []ReadinessCheck) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		errs := make([]error, len(checks))
-		var wg sync.WaitGroup
-		for i, ch := range checks {
-			wg.Go(func() {
-				ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-				defer cancel()
-				errs[i] = ch.Check(ctx)
-			})
-		}
-		wg.Wait()
+		errs := runChecks(c.Request.Context(), checks)
 		status := http.StatusOK
 		deps := make(map[string]gin.H, len(checks))
 		for i, ch := range checks {
@@ -103,6 +96,46 @@ func readyz(checks []ReadinessCheck) gin.HandlerFunc {
 			state = "not_ready"
 		}
 		c.JSON(status, gin.H{"status": state, "dependencies": deps})
+	}
+}
+
+// runChecks runs the checks side by side, each with its own 2 s, and returns their errors in order.
+func runChecks(ctx context.Context, checks []ReadinessCheck) []error {
+	errs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, ch := range checks {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			errs[i] = ch.Check(ctx)
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// dependencyCollector exports presence_dependency_up{dependency}: the readiness checks run at
+// each scrape, so a dashboard and an alert see Redis and the database as /readyz does, whether
+// or not anything polls /readyz.
+type dependencyCollector struct {
+	checks []ReadinessCheck
+	desc   *prometheus.Desc
+}
+
+func newDependencyCollector(checks []ReadinessCheck) *dependencyCollector {
+	return &dependencyCollector{checks: checks, desc: prometheus.NewDesc("presence_dependency_up",
+		"1 when the dependency answered its readiness check at this scrape, else 0.", []string{"dependency"}, nil)}
+}
+
+func (d *dependencyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- d.desc }
+
+func (d *dependencyCollector) Collect(ch chan<- prometheus.Metric) {
+	for i, err := range runChecks(context.Background(), d.checks) {
+		up := 1.0
+		if err != nil {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.GaugeValue, up, d.checks[i].Name)
 	}
 }
 

@@ -49,3 +49,36 @@ func TestReadyzChecksApart(t *testing.T) {
 		}
 	}
 }
+
+// presence_dependency_up runs the readiness checks at each scrape: 1 for a dependency that
+// answers, 0 for one that fails, whether or not anything polls /readyz.
+func TestDependencyUpMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	handlers.NewRouter(handlers.RouterConfig{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg,
+		Checks: []handlers.ReadinessCheck{
+			{Name: "redis", Check: func(context.Context) error { return nil }},
+			{Name: "database", Check: func(context.Context) error { return errors.New("refused") }},
+		},
+	})
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "presence_dependency_up" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "dependency" {
+					got[l.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	if want := map[string]float64{"redis": 1, "database": 0}; len(got) != 2 || got["redis"] != want["redis"] || got["database"] != want["database"] {
+		t.Fatalf("presence_dependency_up: got %v, want %v", got, want)
+	}
+}

@@ -14,7 +14,7 @@ import (
 	"presencestats/storage/storagetest"
 )
 
-// History benchmarks (no timed assertions; figures in the README):
+// History benchmarks (no timed assertions; figures in docs/benchmarks.md):
 //
 //	dev/services.sh test go test -run '^$' -bench 'BenchmarkCollector|BenchmarkHistory' -benchtime 1x -timeout 30m ./storage/
 //

@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"presencestats"
 	"presencestats/handlers"
@@ -18,24 +20,42 @@ import (
 	"presencestats/web"
 )
 
+// service is presenced wired together: the router and what must be closed after it stops.
+type service struct {
+	router  *gin.Engine
+	rdb     *redis.Client
+	pool    *pgxpool.Pool
+	closers []func(context.Context) // run after the HTTP server has stopped, in order
+}
+
 // serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts down in a fixed
 // order under one deadline: HTTP, the WebSocket hub, background workers, then Redis and the pool.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s, err := newService(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx, cfg, log)
+}
+
+// newService wires configuration -> pool/redis -> storage -> handlers -> router. Its background
+// workers (collector, sweeper) run until ctx ends and the closers have run.
+func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	pool, err := storage.OpenPool(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := preflight(ctx, pool, log); err != nil {
 		pool.Close()
-		return err
+		return nil, err
 	}
 	rdb, err := storage.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		pool.Close()
-		return err
+		return nil, err
 	}
 	auth := handlers.NewTokenAuthority(cfg.JWTSecret)
 
@@ -44,7 +64,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		rdb.Close()
 		pool.Close()
-		return err
+		return nil, err
 	}
 	features = append(features, pages)
 	if cfg.DevMode {
@@ -57,7 +77,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		rdb.Close()
 		pool.Close()
-		return err
+		return nil, err
 	}
 	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the event
 	// recorder and Redis close.
@@ -84,9 +104,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Features:       features,
 		TrustedProxies: cfg.TrustedProxies,
 	})
+	return &service{router: router, rdb: rdb, pool: pool, closers: closers}, nil
+}
+
+// run serves HTTP until ctx is cancelled, then shuts everything down under SHUTDOWN_TIMEOUT.
+func (s *service) run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
-		Handler:           router,
+		Handler:           s.router,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
@@ -110,8 +135,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
-	for _, c := range closers {
-		c(sctx)
+	s.close(sctx, log)
+	if serveErr != nil {
+		return fmt.Errorf("http server: %w", serveErr)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// close runs the closers (WebSocket hub, sweeper, collector), then closes Redis and the pool,
+// all within ctx's deadline.
+func (s *service) close(ctx context.Context, log *slog.Logger) {
+	for _, c := range s.closers {
+		c(ctx)
 	}
 	// Closing the connections waits for the database to let go of them (a query being cancelled,
 	// a server that hangs): within the deadline still, or the process exits without them (the
@@ -119,21 +155,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		if err := rdb.Close(); err != nil {
+		if err := s.rdb.Close(); err != nil {
 			log.Warn("redis close", "err", err)
 		}
-		pool.Close()
+		s.pool.Close()
 	}()
 	select {
 	case <-closed:
-	case <-sctx.Done():
+	case <-ctx.Done():
 		log.Warn("shutdown deadline passed while closing the Redis and database connections: leaving them to the exit")
 	}
-	if serveErr != nil {
-		return fmt.Errorf("http server: %w", serveErr)
-	}
-	log.Info("stopped")
-	return nil
 }
 
 // preflight refuses to serve from a server that cannot hold the schema (storage.Preflight). A
