@@ -5,7 +5,7 @@ GO ?= go
 DEV_JWT_SECRET := dev-only-secret-change-me-in-production
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help run test services-up services-down services-status build lint bench deps clean
+.PHONY: help run test services-up services-down services-status build lint bench fuzz deps clean
 
 help:
 	@echo "make run             install what is missing, start Redis + TimescaleDB, migrate, serve on :8080"
@@ -14,7 +14,8 @@ help:
 	@echo "make services-down   stop them"
 	@echo "make build           build bin/presenced"
 	@echo "make lint            gofmt check and go vet"
-	@echo "make bench           run the Go benchmarks (figures: docs/benchmarks.md)"
+	@echo "make bench           every benchmark, one table (PART=reports runs one part, SKIP=peer skips some)"
+	@echo "make fuzz            every fuzz target for FUZZTIME (20s) each"
 
 deps:
 	$(GO) mod download
@@ -59,8 +60,27 @@ lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
 	$(GO) vet ./...
 
+# bench: every benchmark, one table (dev/bench/table: figure, value, target, command, engine,
+# machine, date; each part's log under bench-results/). PART=reports (or a comma list) runs only
+# those parts, SKIP=peer,loadgen leaves some out. A bench-peer target, when this Makefile has one,
+# is run as the part "peer" (its BENCH-ROW lines or go test -bench lines become rows).
+PART ?=
+SKIP ?=
 bench: deps
-	dev/services.sh test $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	@peer=; if grep -qsE '^bench-peer[[:space:]]*:' $(MAKEFILE_LIST); then peer='$(MAKE) --no-print-directory bench-peer'; fi; \
+	$(GO) run ./dev/bench/table -parts '$(PART)' -skip '$(SKIP)' -peer-cmd "$$peer"
+
+# fuzz: every Fuzz* target of the repository for FUZZTIME each, FUZZ_PARALLEL workers (1: the
+# machine is shared). A failing input is written to <package>/testdata/fuzz/<FuzzName>/, which
+# `go test` (and so `make test`) then runs as a seed: commit it with the fix.
+FUZZTIME ?= 20s
+FUZZ_PARALLEL ?= 1
+fuzz:
+	@set -e; for f in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go')); do \
+	  for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+	    echo "== $$name ($$(dirname $$f), $(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZ_PARALLEL) "./$$(dirname $$f)/"; \
+	  done; done
 
 clean:
 	rm -rf bin

@@ -43,6 +43,7 @@ func BenchmarkCollectorRecord(b *testing.B) {
 	c := startCollector(b, pool, func(cfg *storage.CollectorConfig) {
 		cfg.BatchSize, cfg.FlushInterval, cfg.Buffer = 1000, time.Second, max(b.N+1, 10000)
 	})
+	b.Logf("engine: %s", storagetest.Engine(context.Background(), pool))
 	evs := benchEvents(b.N, 100, time.Now())
 	lat := make([]time.Duration, b.N)
 	b.ResetTimer()
@@ -68,6 +69,7 @@ func BenchmarkHistoryInsert(b *testing.B) {
 	c := startCollector(b, pool, func(cfg *storage.CollectorConfig) {
 		cfg.BatchSize, cfg.FlushInterval, cfg.Buffer = 1000, 50*time.Millisecond, 1<<20
 	})
+	b.Logf("engine: %s", storagetest.Engine(ctx, pool))
 	const single, batched, sustained = 2000, 20000, 100000
 	for range b.N {
 		evs := benchEvents(single, 100, time.Now().Add(-time.Hour))
@@ -115,6 +117,7 @@ func BenchmarkHistoryStorage(b *testing.B) {
 	ctx := context.Background()
 	pool := storagetest.NewDatabase(b)
 	rooms := envInt("BENCH_MONTH_ROOMS", 10)
+	b.Logf("engine: %s", storagetest.Engine(ctx, pool))
 	end := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -3) // every chunk past the 2-day columnstore delay
 	start := end.AddDate(0, 0, -30)
 	for range b.N {

@@ -180,6 +180,7 @@ func BenchmarkReportQueries(b *testing.B) {
 	} else {
 		pool = storagetest.NewDatabase(b)
 	}
+	b.Logf("engine: %s", storagetest.Engine(ctx, pool))
 	end := time.Now().UTC().Truncate(time.Hour)
 	var last *time.Time
 	if err := pool.QueryRow(ctx, `SELECT max(ts) FROM presence_events WHERE room_id = md5('bench-room-0')::uuid`).Scan(&last); err != nil {

@@ -19,8 +19,9 @@ if [ -z "${REDIS_PORT:-}" ]; then
   for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 cli() { redis-cli -p "$REDIS_PORT" "$@"; }
-join_sha=$(cli script load "$(cat storage/lua/join.lua)")
-leave_sha=$(cli script load "$(cat storage/lua/leave.lua)")
+# The scripts as storage/presence.go loads them: clock.lua (the room clock's tick) first.
+join_sha=$(cli script load "$(cat storage/lua/clock.lua storage/lua/join.lua)")
+leave_sha=$(cli script load "$(cat storage/lua/clock.lua storage/lua/leave.lua)")
 keys=("bench:{room}:sessions" "bench:{room}:sessdata" "bench:{room}:users")
 
 echo "== redis-benchmark: EVALSHA join.lua ($N new sessions) / leave.lua, -c 50"

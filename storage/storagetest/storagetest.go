@@ -373,3 +373,24 @@ func (l *lockedWriter) String() string {
 	defer l.mu.Unlock()
 	return l.w.String()
 }
+
+// Engine names the database pool talks to, as every published figure must: "local WebAssembly
+// TimescaleDB 2.23.0-dev (PostgreSQL 17.5)" when version() says it was compiled by Emscripten
+// (dev/tsdb), "server TimescaleDB 2.28.3 (PostgreSQL 15.18)" otherwise.
+func Engine(ctx context.Context, pool *pgxpool.Pool) string {
+	var version, ext string
+	err := pool.QueryRow(ctx, `SELECT version(),
+		coalesce((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), 'missing')`).Scan(&version, &ext)
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	kind := "server"
+	if strings.Contains(strings.ToLower(version), "emscripten") {
+		kind = "local WebAssembly"
+	}
+	pg := version
+	if f := strings.Fields(version); len(f) >= 2 {
+		pg = f[0] + " " + f[1]
+	}
+	return fmt.Sprintf("%s TimescaleDB %s (%s)", kind, ext, pg)
+}
