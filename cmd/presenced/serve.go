@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +56,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the event
 	// recorder and Redis close.
-	presence := startPresence(cfg, log, reg, rdb, auth, collector)
+	// The connection limits are in process memory: per instance (docs/operations.md, "Limits").
+	connLimits := handlers.NewConnLimits(handlers.ConnLimitsConfig{
+		MaxPerUser: cfg.MaxConnectionsPerUser, MaxTotal: cfg.MaxConnections,
+		Rate: cfg.ConnectRate, Burst: cfg.ConnectBurst, MaxAddresses: cfg.ConnectAddresses,
+	}, reg)
+	presence := startPresence(cfg, log, reg, rdb, auth, collector, connLimits)
 	features = append(features, presence.Hub)
 	closers = append(closers, presence.Close)
 	closers = append(closers, closeHistory)
@@ -65,6 +71,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	admin := handlers.NewAdmin(handlers.AdminConfig{
 		Auth: auth, Logger: log, Reports: reports, Audit: storage.NewAudit(pool),
 		Location: cfg.ReportTimezone, MaxPoints: cfg.ReportMaxPoints,
+		Limits: handlers.NewReportLimits(handlers.ReportLimitsConfig{
+			Concurrency: cfg.ReportConcurrency, QueueTimeout: cfg.ReportQueueTimeout, Timeout: cfg.ReportTimeout,
+		}, reg),
 	})
 	features = append(features, admin, handlers.NewWebAPI(reports, log, admin.Guard(handlers.ActionRoomsList)...))
 
@@ -77,21 +86,34 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		},
 		Features:       features,
 		TrustedProxies: cfg.TrustedProxies,
+		Capacity:       connLimits.Capacity,
+		NoMetrics:      cfg.MetricsAddr != "",
 	})
-	srv := &http.Server{
+	servers := []*http.Server{{
 		Addr:              cfg.HTTPAddr,
 		Handler:           router,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+	}}
+	if cfg.MetricsAddr != "" {
+		// /metrics on its own listener (say 127.0.0.1:9090), off the public port.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", handlers.MetricsHandler(reg))
+		servers = append(servers, &http.Server{
+			Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
+		})
 	}
-	errc := make(chan error, 1)
-	go func() {
-		log.Info("serving", "addr", cfg.HTTPAddr)
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-		close(errc)
-	}()
+	errc := make(chan error, len(servers))
+	var running sync.WaitGroup
+	for _, srv := range servers {
+		running.Go(func() {
+			log.Info("serving", "addr", srv.Addr)
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", srv.Addr, err)
+			}
+		})
+	}
+	go func() { running.Wait(); close(errc) }()
 
 	var serveErr error
 	select {
@@ -101,8 +123,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("shutting down", "deadline", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("http shutdown", "addr", srv.Addr, "err", err)
+		}
 	}
 	for _, c := range closers {
 		c(sctx)
