@@ -77,11 +77,11 @@ type presenceOpts struct {
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
 type presenceServer struct {
-	URL   string
-	hub   *handlers.Hub
-	rec   *presenceRecorder
-	auth  *handlers.TokenAuthority
-	reg   *prometheus.Registry
+	URL    string
+	hub    *handlers.Hub
+	rec    *presenceRecorder
+	auth   *handlers.TokenAuthority
+	reg    *prometheus.Registry
 	store  *storage.Presence
 	srv    *httptest.Server
 	limits *handlers.ConnLimits
