@@ -14,7 +14,9 @@ const (
 	ENOTFOUND     = "not_found"    // 404
 	ECONFLICT     = "conflict"     // 409
 	ETOOLARGE     = "too_large"    // 413
-	EUNAVAILABLE  = "unavailable"  // a dependency is down: 503
+	ETOOMANY      = "too_many"     // a limit on connections or concurrent work is reached: 429
+	EUNAVAILABLE  = "unavailable"  // a dependency is down, or the instance is full: 503
+	ETIMEOUT      = "timeout"      // the work took longer than its configured bound: 504
 	EINTERNAL     = "internal"     // anything else: 500
 )
 

@@ -51,7 +51,10 @@ type AdminConfig struct {
 	// StallTimeout cuts off a CSV or XLSX download whose client accepts nothing for that long
 	// (DefaultStallTimeout when 0): a CSV download holds a database connection while it streams.
 	StallTimeout time.Duration
-	Now          func() time.Time // the clock; time.Now when nil
+	// Limits bounds the reports running at once and their database time (REPORT_CONCURRENCY,
+	// REPORT_QUEUE_TIMEOUT, REPORT_TIMEOUT); nil: no limit.
+	Limits *ReportLimits
+	Now    func() time.Time // the clock; time.Now when nil
 }
 
 // DefaultStallTimeout is AdminConfig.StallTimeout's default.
@@ -68,6 +71,7 @@ type Admin struct {
 	loc       *time.Location
 	maxPoints int
 	stall     time.Duration
+	limits    *ReportLimits
 	now       func() time.Time
 }
 
@@ -75,7 +79,7 @@ type Admin struct {
 func NewAdmin(cfg AdminConfig) *Admin {
 	a := &Admin{
 		auth: cfg.Auth, log: cfg.Logger, reports: cfg.Reports, audit: cfg.Audit,
-		loc: cfg.Location, maxPoints: cfg.MaxPoints, stall: cfg.StallTimeout, now: cfg.Now,
+		loc: cfg.Location, maxPoints: cfg.MaxPoints, stall: cfg.StallTimeout, limits: cfg.Limits, now: cfg.Now,
 	}
 	if a.stall <= 0 {
 		a.stall = DefaultStallTimeout
@@ -114,35 +118,48 @@ func reportAction(c *gin.Context) string {
 }
 
 // report answers GET /admin/api/stats/reports: JSON, or a CSV or XLSX download with format=.
+// Its parameters are checked first (a bad request gets its 400 without waiting), then it waits
+// for one of the REPORT_CONCURRENCY slots and holds it until the answer is sent, the streaming
+// of a download included; its database work is bounded by REPORT_TIMEOUT (reportDeadline).
 func (a *Admin) report(c *gin.Context, rec *auditRecord) {
 	ctx := c.Request.Context()
-	q, format, err := a.parseReportQuery(ctx, c)
+	pd := a.limits.deadline(ctx) // the room count of a query over every room is database work too
+	q, format, err := a.parseReportQuery(pd.ctx, c)
+	pd.close()
+	if err != nil {
+		rec.fail(pd.check(err))
+		return
+	}
+	release, err := a.limits.acquire(ctx)
 	if err != nil {
 		rec.fail(err)
 		return
 	}
+	defer release()
+	d := a.limits.deadline(ctx)
+	defer d.close()
 	switch format {
 	case FormatCSV:
-		a.reportCSV(c, rec, q)
+		a.reportCSV(c, rec, q, d)
 	case FormatXLSX:
-		a.reportXLSX(c, rec, q)
+		a.reportXLSX(c, rec, q, d)
 	default:
-		a.reportJSON(c, rec, q)
+		a.reportJSON(c, rec, q, d)
 	}
 }
 
 // reportJSON runs the whole query, audits, then answers: the audit row is written after the
 // query and before a byte of the answer, so an unaudited report is never sent.
-func (a *Admin) reportJSON(c *gin.Context, rec *auditRecord, q presencestats.ReportQuery) {
-	ctx := c.Request.Context()
+func (a *Admin) reportJSON(c *gin.Context, rec *auditRecord, q presencestats.ReportQuery, d *reportDeadline) {
 	started := a.now()
 	cols := reportColumns(q)
 	resp := reportResponse{Stats: []statsRowJSON{}, Totals: []totalsRowJSON{}}
-	totals, hours, err := a.reports.Report(ctx, q, func(r presencestats.ReportRow) error {
+	totals, hours, err := a.reports.Report(d.ctx, q, func(r presencestats.ReportRow) error {
 		resp.Stats = append(resp.Stats, statsRowOf(r, cols, a.loc))
 		return nil
 	})
-	if err != nil {
+	d.stop()
+	if err = d.check(err); err != nil {
 		rec.fail(err)
 		return
 	}

@@ -55,7 +55,10 @@ func formatCSVValue(v any) string {
 // A failure after the first byte cannot change the status line: the connection is closed without
 // the final chunk so the client sees a truncated download rather than a short file that looks
 // whole.
-func (a *Admin) reportCSV(c *gin.Context, rec *auditRecord, q presencestats.ReportQuery) {
+//
+// REPORT_TIMEOUT bounds the database work until the first row: once rows stream, the client's
+// pace sets the time (the stall guard cuts a client that accepts nothing).
+func (a *Admin) reportCSV(c *gin.Context, rec *auditRecord, q presencestats.ReportQuery, d *reportDeadline) {
 	if err := rec.commit(http.StatusOK); err != nil {
 		writeError(c, a.log, err) // unaudited: nothing is sent
 		return
@@ -66,8 +69,9 @@ func (a *Admin) reportCSV(c *gin.Context, rec *auditRecord, q presencestats.Repo
 	w := csv.NewWriter(out)
 	rows := 0
 	record := make([]string, 0, 3+len(cols))
-	err := a.reports.Stats(c.Request.Context(), q, func(r presencestats.ReportRow) error {
+	err := a.reports.Stats(d.ctx, q, func(r presencestats.ReportRow) error {
 		if rows == 0 {
+			d.stop()
 			c.Header("Content-Type", "text/csv; charset=utf-8")
 			c.Header("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, reportFilename(q, a.loc, FormatCSV)))
 			c.Status(http.StatusOK)
@@ -93,6 +97,8 @@ func (a *Admin) reportCSV(c *gin.Context, rec *auditRecord, q presencestats.Repo
 		}
 		return nil
 	})
+	d.stop()
+	err = d.check(err)
 	if err == nil && rows == 0 { // no rooms: the header alone
 		c.Header("Content-Type", "text/csv; charset=utf-8")
 		c.Header("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, reportFilename(q, a.loc, FormatCSV)))

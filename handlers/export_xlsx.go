@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -36,8 +37,10 @@ func ExcelWallClock(t time.Time, loc *time.Location) time.Time {
 // sheet 3 a native line chart of the totals' online counts. The workbook must be whole before
 // its zip can be written, so the audit row (status 200, the build time) is written after the
 // query and before the first byte; a query failure is answered with its error and audited so.
-func (a *Admin) reportXLSX(c *gin.Context, rec *auditRecord, q presencestats.ReportQuery) {
-	f, err := a.buildXLSX(c, q)
+func (a *Admin) reportXLSX(c *gin.Context, rec *auditRecord, q presencestats.ReportQuery, d *reportDeadline) {
+	f, err := a.buildXLSX(d.ctx, q)
+	d.stop()
+	err = d.check(err)
 	if f != nil {
 		defer f.Close()
 	}
@@ -61,8 +64,7 @@ func (a *Admin) reportXLSX(c *gin.Context, rec *auditRecord, q presencestats.Rep
 	}
 }
 
-func (a *Admin) buildXLSX(c *gin.Context, q presencestats.ReportQuery) (*excelize.File, error) {
-	ctx := c.Request.Context()
+func (a *Admin) buildXLSX(ctx context.Context, q presencestats.ReportQuery) (*excelize.File, error) {
 	cols := reportColumns(q)
 	f := excelize.NewFile()
 	if err := f.SetSheetName("Sheet1", SheetStats); err != nil {

@@ -42,6 +42,12 @@ type RouterConfig struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed for the client IP of every
 	// request (request log, audit trail, presence events); none by default.
 	TrustedProxies []netip.Prefix
+	// Capacity, when set, says how many WebSocket connections are open and the most allowed
+	// (ConnLimits.Capacity): at the limit /readyz answers 503 "full", so that a load balancer
+	// sends new clients to another instance.
+	Capacity func() (open, limit int)
+	// NoMetrics leaves /metrics off this router (METRICS_ADDR serves it on its own listener).
+	NoMetrics bool
 }
 
 // NewRouter returns the gin engine with recovery, request logging and metrics, the health
@@ -67,8 +73,10 @@ func NewRouter(cfg RouterConfig) *gin.Engine {
 	})
 
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
-	r.GET("/readyz", readyz(cfg.Checks))
-	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})))
+	r.GET("/readyz", readyz(cfg.Checks, cfg.Capacity))
+	if !cfg.NoMetrics {
+		r.GET("/metrics", gin.WrapH(MetricsHandler(cfg.Registry)))
+	}
 	r.GET("/openapi.json", serveOpenAPI)
 	for _, f := range cfg.Features {
 		f.Register(r)
@@ -76,9 +84,15 @@ func NewRouter(cfg RouterConfig) *gin.Engine {
 	return r
 }
 
-// readyz answers 200 when every dependency answers, 503 otherwise, naming each one's state. The
+// MetricsHandler serves reg in the Prometheus format: on the main router, or on METRICS_ADDR.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// readyz answers 200 when every dependency answers, 503 otherwise, naming each one's state; with
+// every dependency up but the WebSocket connections at their limit, 503 with status "full". The
 // checks run side by side, each with its own 2 s: a slow database does not make Redis look down.
-func readyz(checks []ReadinessCheck) gin.HandlerFunc {
+func readyz(checks []ReadinessCheck, capacity func() (open, limit int)) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		errs := runChecks(c.Request.Context(), checks)
 		status := http.StatusOK
@@ -95,7 +109,15 @@ func readyz(checks []ReadinessCheck) gin.HandlerFunc {
 		if status != http.StatusOK {
 			state = "not_ready"
 		}
-		c.JSON(status, gin.H{"status": state, "dependencies": deps})
+		body := gin.H{"status": state, "dependencies": deps}
+		if capacity != nil {
+			open, limit := capacity()
+			body["connections"] = gin.H{"open": open, "max": limit}
+			if limit > 0 && open >= limit && status == http.StatusOK {
+				status, body["status"] = http.StatusServiceUnavailable, "full"
+			}
+		}
+		c.JSON(status, body)
 	}
 }
 

@@ -46,9 +46,16 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// serveWS authenticates and validates before the upgrade, so a bad request gets a plain HTTP
-// answer (401, 400, 403) and never a WebSocket.
+// serveWS authenticates, validates and applies the connection limits before the upgrade, so a
+// bad or refused request gets a plain HTTP answer (401, 400, 403, 429, 503) and never a
+// WebSocket. The connect rate of the client's address is metered first, before the token is
+// verified: a flood costs a map look-up per attempt, whatever it carries.
 func (h *Hub) serveWS(c *gin.Context) {
+	ip := requestIP(c)
+	if err := h.cfg.Limits.AllowConnect(ip); err != nil {
+		writeError(c, h.log, err)
+		return
+	}
 	claims, err := h.cfg.Auth.authenticate(c)
 	if err != nil {
 		writeError(c, h.log, err)
@@ -70,9 +77,18 @@ func (h *Hub) serveWS(c *gin.Context) {
 		writeError(c, h.log, presencestats.Errorf(presencestats.EUNAVAILABLE, "server shutting down"))
 		return
 	}
+	// The connection counts against the user's and the instance's limits from here until the
+	// upgrade's goroutine ends: HandleRequestWithKeys returns only after the session's read loop
+	// and its disconnect handler are done, whichever way it ended (closed, timeout, slow
+	// consumer, shutdown, a failed join), or at once when the handshake fails.
+	release, err := h.cfg.Limits.Acquire(claims.UserID)
+	if err != nil {
+		writeError(c, h.log, err)
+		return
+	}
 	conn := &wsConn{
 		hub: h, id: presencestats.NewID(), room: room, user: claims.UserID,
-		ip: requestIP(c), ua: truncate(c.Request.UserAgent(), 512),
+		ip: ip, ua: truncate(c.Request.UserAgent(), 512),
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.ChatRatePerSecond), h.cfg.ChatBurst),
 	}
 	// The session runs on a goroutine of its own and this handler returns as soon as the
@@ -83,6 +99,7 @@ func (h *Hub) serveWS(c *gin.Context) {
 	req := c.Request
 	go func() {
 		defer dw.release()
+		defer release()
 		if err := h.m.HandleRequestWithKeys(dw, req, map[string]any{connKey: conn}); err != nil {
 			h.log.Debug("websocket upgrade failed", "err", err)
 		}

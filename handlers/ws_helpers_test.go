@@ -71,17 +71,20 @@ type presenceOpts struct {
 	trusted    []netip.Prefix
 	// wrapStore, when set, stands between the hub and the real store (to inject faults).
 	wrapStore func(handlers.PresenceStore) handlers.PresenceStore
+	// limits, when set, are the hub's connection limits (none otherwise).
+	limits *handlers.ConnLimitsConfig
 }
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
 type presenceServer struct {
-	URL   string
-	hub   *handlers.Hub
-	rec   *presenceRecorder
-	auth  *handlers.TokenAuthority
-	reg   *prometheus.Registry
-	store *storage.Presence
-	srv   *httptest.Server
+	URL    string
+	hub    *handlers.Hub
+	rec    *presenceRecorder
+	auth   *handlers.TokenAuthority
+	reg    *prometheus.Registry
+	store  *storage.Presence
+	srv    *httptest.Server
+	limits *handlers.ConnLimits
 }
 
 func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
@@ -119,19 +122,25 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	if o.wrapStore != nil {
 		hubStore = o.wrapStore(store)
 	}
+	var limits *handlers.ConnLimits
+	var capacity func() (int, int)
+	if o.limits != nil {
+		limits = handlers.NewConnLimits(*o.limits, reg)
+		capacity = limits.Capacity
+	}
 	hub := handlers.NewHub(handlers.HubConfig{
 		Store: hubStore, Recorder: rec, Auth: auth, Registry: reg, Logger: testLogger(),
 		AllowedOrigins: o.origins, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
 		StatsPushInterval: 50 * time.Millisecond, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
-		SendBuffer: o.sendBuffer, WriteWait: time.Second,
+		SendBuffer: o.sendBuffer, WriteWait: time.Second, Limits: limits,
 	})
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger: discardLogger(), Registry: reg, Features: []handlers.Feature{hub}, TrustedProxies: o.trusted,
-		Checks: []handlers.ReadinessCheck{{Name: "redis", Check: store.Ping}},
+		Checks: []handlers.ReadinessCheck{{Name: "redis", Check: store.Ping}}, Capacity: capacity,
 	})
 	srv := httptest.NewServer(router)
-	s := &presenceServer{URL: srv.URL, hub: hub, rec: rec, auth: auth, reg: reg, store: store, srv: srv}
+	s := &presenceServer{URL: srv.URL, hub: hub, rec: rec, auth: auth, reg: reg, store: store, srv: srv, limits: limits}
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -53,6 +53,8 @@ type HubConfig struct {
 	ChatRatePerSecond      float64
 	ChatBurst              int
 	SendBuffer             int
+	// Limits bounds connections per user, per instance and per address (limits.go); nil: none.
+	Limits *ConnLimits
 	// WriteWait bounds one frame write; a client that reads nothing is cut after it. Default 5s.
 	WriteWait time.Duration
 	Now       func() time.Time

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -46,7 +48,43 @@ type Config struct {
 	ReportTimezone     *time.Location // REPORT_TIMEZONE
 
 	// Reports.
-	ReportMaxPoints int // REPORT_MAX_POINTS
+	ReportMaxPoints    int           // REPORT_MAX_POINTS
+	ReportConcurrency  int           // REPORT_CONCURRENCY: report queries and exports at once per instance
+	ReportQueueTimeout time.Duration // REPORT_QUEUE_TIMEOUT: the longest wait for a report slot
+	ReportTimeout      time.Duration // REPORT_TIMEOUT: a report's database work
+
+	// Limits (docs/operations.md, "Limits"); all per instance.
+	MaxConnectionsPerUser int     // MAX_CONNECTIONS_PER_USER
+	MaxConnections        int     // MAX_CONNECTIONS; default from RLIMIT_NOFILE (defaultMaxConnections)
+	ConnectRate           float64 // CONNECT_RATE: new WebSocket connections per second per client address
+	ConnectBurst          int     // CONNECT_BURST
+	ConnectAddresses      int     // CONNECT_ADDRESSES: client addresses whose connect-rate bucket is kept
+	MetricsAddr           string  // METRICS_ADDR: /metrics on its own listener; empty: on HTTP_ADDR
+}
+
+// fdReserve is what the default MAX_CONNECTIONS leaves of the open-file limit for everything
+// that is not a WebSocket: the Redis pool (go-redis: 10 per GOMAXPROCS, and the pub/sub
+// connection), the database pool (pool_max_conns), the listeners, the spool file, and the REST,
+// admin and metrics requests in flight.
+const fdReserve = 512
+
+// defaultMaxConnections is MAX_CONNECTIONS's default for an open-file limit of nofile: nofile
+// minus fdReserve, and at least 64 (a limit that low needs raising: ulimit -n or LimitNOFILE=).
+func defaultMaxConnections(nofile uint64) int {
+	if nofile <= fdReserve+64 {
+		return 64
+	}
+	return int(min(nofile-fdReserve, 1<<30))
+}
+
+// openFileLimit is the process's soft RLIMIT_NOFILE (Go raises it to the hard limit at start);
+// 1024 when it cannot be read.
+func openFileLimit() uint64 {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Cur == 0 {
+		return 1024
+	}
+	return l.Cur
 }
 
 // Defaults point at the services that `make services-up` starts.
@@ -86,7 +124,17 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		SpoolDir:           r.str("SPOOL_DIR", ".data/spool"),
 		SpoolMaxBytes:      int64(r.integer("SPOOL_MAX_BYTES", 1<<30, 0, 1<<62)),
 
-		ReportMaxPoints: r.integer("REPORT_MAX_POINTS", 100000, 1, 100000000),
+		ReportMaxPoints:    r.integer("REPORT_MAX_POINTS", 100000, 1, 100000000),
+		ReportConcurrency:  r.integer("REPORT_CONCURRENCY", 4, 1, 1000),
+		ReportQueueTimeout: r.duration("REPORT_QUEUE_TIMEOUT", 10*time.Second),
+		ReportTimeout:      r.duration("REPORT_TIMEOUT", 30*time.Second),
+
+		MaxConnectionsPerUser: r.integer("MAX_CONNECTIONS_PER_USER", 20, 1, 1000000),
+		MaxConnections:        r.integer("MAX_CONNECTIONS", defaultMaxConnections(openFileLimit()), 1, 1<<30),
+		ConnectRate:           r.float("CONNECT_RATE", 50),
+		ConnectBurst:          r.integer("CONNECT_BURST", 1000, 1, 1000000),
+		ConnectAddresses:      r.integer("CONNECT_ADDRESSES", 100000, 1, 100000000),
+		MetricsAddr:           r.str("METRICS_ADDR", ""),
 	}
 	if v, ok := r.lookup("SPOOL_DIR"); ok {
 		c.SpoolDir = v // an explicit empty value disables the spool
@@ -135,6 +183,7 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"PRESENCE_TTL", c.PresenceTTL}, {"SWEEP_INTERVAL", c.SweepInterval},
 		{"STATS_PUSH_INTERVAL", c.StatsPushInterval}, {"STATS_CACHE_TTL", c.StatsCacheTTL},
 		{"HEARTBEAT_EVENT_INTERVAL", c.HeartbeatEventInterval}, {"EVENT_FLUSH_INTERVAL", c.EventFlushInterval},
+		{"REPORT_QUEUE_TIMEOUT", c.ReportQueueTimeout}, {"REPORT_TIMEOUT", c.ReportTimeout},
 	} {
 		if d.v <= 0 {
 			r.fail(d.name, "must be a positive duration")
@@ -145,6 +194,16 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 	}
 	if c.ChatRatePerSecond <= 0 {
 		r.fail("CHAT_RATE", "must be positive")
+	}
+	if c.ConnectRate <= 0 || c.ConnectRate > 1e6 {
+		r.fail("CONNECT_RATE", "must be a positive number of connections per second, at most 1000000")
+	}
+	if c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+			r.fail("METRICS_ADDR", "%q is not host:port (e.g. 127.0.0.1:9090)", c.MetricsAddr)
+		} else if c.MetricsAddr == c.HTTPAddr {
+			r.fail("METRICS_ADDR", "must differ from HTTP_ADDR (leave it empty to serve /metrics there)")
+		}
 	}
 	if len(r.problems) > 0 {
 		return Config{}, errors.New("invalid configuration:\n  " + strings.Join(r.problems, "\n  "))

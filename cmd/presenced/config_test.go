@@ -33,6 +33,58 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if got, want := c.SpoolDir, ".data/spool"; got != want {
 		t.Errorf("SpoolDir %q, want %q", got, want)
 	}
+	// The limits are on by default.
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"MaxConnectionsPerUser", c.MaxConnectionsPerUser, 20},
+		{"MaxConnections", c.MaxConnections, defaultMaxConnections(openFileLimit())},
+		{"ConnectRate", c.ConnectRate, 50.0},
+		{"ConnectBurst", c.ConnectBurst, 1000},
+		{"ConnectAddresses", c.ConnectAddresses, 100000},
+		{"ReportConcurrency", c.ReportConcurrency, 4},
+		{"ReportQueueTimeout", c.ReportQueueTimeout, 10 * time.Second},
+		{"ReportTimeout", c.ReportTimeout, 30 * time.Second},
+		{"MetricsAddr", c.MetricsAddr, ""},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	if c.MaxConnections < 64 {
+		t.Errorf("MaxConnections %d, want at least 64", c.MaxConnections)
+	}
+}
+
+// MAX_CONNECTIONS's default: the open-file limit minus the reserve, never below 64.
+func TestDefaultMaxConnections(t *testing.T) {
+	for _, tc := range []struct {
+		nofile uint64
+		want   int
+	}{
+		{1024, 512}, {20000, 19488}, {1 << 20, 1<<20 - 512}, {600, 88}, {576, 64}, {256, 64}, {0, 64},
+	} {
+		if got := defaultMaxConnections(tc.nofile); got != tc.want {
+			t.Errorf("defaultMaxConnections(%d) = %d, want %d", tc.nofile, got, tc.want)
+		}
+	}
+}
+
+func TestLoadConfigLimits(t *testing.T) {
+	c, err := LoadConfig(env(map[string]string{
+		"JWT_SECRET": "0123456789abcdef", "MAX_CONNECTIONS_PER_USER": "3", "MAX_CONNECTIONS": "100",
+		"CONNECT_RATE": "0.5", "CONNECT_BURST": "7", "CONNECT_ADDRESSES": "1000", "REPORT_CONCURRENCY": "2",
+		"REPORT_QUEUE_TIMEOUT": "1s", "REPORT_TIMEOUT": "2m", "METRICS_ADDR": "127.0.0.1:9090",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConnectionsPerUser != 3 || c.MaxConnections != 100 || c.ConnectRate != 0.5 || c.ConnectBurst != 7 ||
+		c.ConnectAddresses != 1000 || c.ReportConcurrency != 2 || c.ReportQueueTimeout != time.Second ||
+		c.ReportTimeout != 2*time.Minute || c.MetricsAddr != "127.0.0.1:9090" {
+		t.Fatalf("limits not taken: %+v", c)
+	}
 }
 
 func TestLoadConfigEmptySpoolDirDisablesSpool(t *testing.T) {
@@ -63,6 +115,17 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"bad zone", map[string]string{"JWT_SECRET": "0123456789abcdef", "REPORT_TIMEZONE": "Mars/Olympus"}, "REPORT_TIMEZONE"},
 		{"bad log format", map[string]string{"JWT_SECRET": "0123456789abcdef", "LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"bad proxy", map[string]string{"JWT_SECRET": "0123456789abcdef", "TRUSTED_PROXIES": "10.0.0.0/8,nonsense"}, "TRUSTED_PROXIES: \"nonsense\""},
+		{"zero per-user limit", map[string]string{"JWT_SECRET": "0123456789abcdef", "MAX_CONNECTIONS_PER_USER": "0"}, "MAX_CONNECTIONS_PER_USER: \"0\" is not a whole number"},
+		{"bad instance limit", map[string]string{"JWT_SECRET": "0123456789abcdef", "MAX_CONNECTIONS": "many"}, "MAX_CONNECTIONS: \"many\" is not a whole number"},
+		{"zero connect rate", map[string]string{"JWT_SECRET": "0123456789abcdef", "CONNECT_RATE": "0"}, "CONNECT_RATE: must be a positive number"},
+		{"bad connect rate", map[string]string{"JWT_SECRET": "0123456789abcdef", "CONNECT_RATE": "fast"}, "CONNECT_RATE: \"fast\" is not a number"},
+		{"zero burst", map[string]string{"JWT_SECRET": "0123456789abcdef", "CONNECT_BURST": "0"}, "CONNECT_BURST"},
+		{"zero address table", map[string]string{"JWT_SECRET": "0123456789abcdef", "CONNECT_ADDRESSES": "0"}, "CONNECT_ADDRESSES"},
+		{"zero report concurrency", map[string]string{"JWT_SECRET": "0123456789abcdef", "REPORT_CONCURRENCY": "0"}, "REPORT_CONCURRENCY"},
+		{"negative queue timeout", map[string]string{"JWT_SECRET": "0123456789abcdef", "REPORT_QUEUE_TIMEOUT": "-1s"}, "REPORT_QUEUE_TIMEOUT: must be a positive duration"},
+		{"bad report timeout", map[string]string{"JWT_SECRET": "0123456789abcdef", "REPORT_TIMEOUT": "30"}, "REPORT_TIMEOUT: \"30\" is not a duration"},
+		{"metrics addr without port", map[string]string{"JWT_SECRET": "0123456789abcdef", "METRICS_ADDR": "localhost"}, "METRICS_ADDR: \"localhost\" is not host:port"},
+		{"metrics addr is the http addr", map[string]string{"JWT_SECRET": "0123456789abcdef", "METRICS_ADDR": ":8080"}, "METRICS_ADDR: must differ from HTTP_ADDR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConfig(env(tc.env))

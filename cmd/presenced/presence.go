@@ -24,7 +24,7 @@ type presenceFeature struct {
 // startPresence wires real-time presence. rec receives the presence events (the history's
 // collector).
 func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb redis.UniversalClient,
-	auth *handlers.TokenAuthority, rec handlers.EventRecorder) *presenceFeature {
+	auth *handlers.TokenAuthority, rec handlers.EventRecorder, limits *handlers.ConnLimits) *presenceFeature {
 	host, _ := os.Hostname()
 	store := storage.NewPresence(rdb, storage.PresenceOptions{
 		KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.PresenceTTL, Logger: log,
@@ -37,6 +37,7 @@ func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb 
 		StatsPushInterval: cfg.StatsPushInterval, StatsCacheTTL: cfg.StatsCacheTTL,
 		HeartbeatEventInterval: cfg.HeartbeatEventInterval,
 		ChatRatePerSecond:      cfg.ChatRatePerSecond, ChatBurst: cfg.ChatBurst, SendBuffer: cfg.SendBuffer,
+		Limits: limits,
 	})
 	sw := storage.NewSweeper(store, rec, cfg.SweepInterval, log, reg)
 	sw.Start()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -23,6 +24,7 @@ import (
 // service is presenced wired together: the router and what must be closed after it stops.
 type service struct {
 	router  *gin.Engine
+	reg     *prometheus.Registry // served on METRICS_ADDR when set
 	rdb     *redis.Client
 	pool    *pgxpool.Pool
 	closers []func(context.Context) // run after the HTTP server has stopped, in order
@@ -81,7 +83,12 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, er
 	}
 	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the event
 	// recorder and Redis close.
-	presence := startPresence(cfg, log, reg, rdb, auth, collector)
+	// The connection limits are in process memory: per instance (docs/operations.md, "Limits").
+	connLimits := handlers.NewConnLimits(handlers.ConnLimitsConfig{
+		MaxPerUser: cfg.MaxConnectionsPerUser, MaxTotal: cfg.MaxConnections,
+		Rate: cfg.ConnectRate, Burst: cfg.ConnectBurst, MaxAddresses: cfg.ConnectAddresses,
+	}, reg)
+	presence := startPresence(cfg, log, reg, rdb, auth, collector, connLimits)
 	features = append(features, presence.Hub)
 	closers = append(closers, presence.Close)
 	closers = append(closers, closeHistory)
@@ -91,6 +98,9 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, er
 	admin := handlers.NewAdmin(handlers.AdminConfig{
 		Auth: auth, Logger: log, Reports: reports, Audit: storage.NewAudit(pool),
 		Location: cfg.ReportTimezone, MaxPoints: cfg.ReportMaxPoints,
+		Limits: handlers.NewReportLimits(handlers.ReportLimitsConfig{
+			Concurrency: cfg.ReportConcurrency, QueueTimeout: cfg.ReportQueueTimeout, Timeout: cfg.ReportTimeout,
+		}, reg),
 	})
 	features = append(features, admin, handlers.NewWebAPI(reports, log, admin.Guard(handlers.ActionRoomsList)...))
 
@@ -103,26 +113,39 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, er
 		},
 		Features:       features,
 		TrustedProxies: cfg.TrustedProxies,
+		Capacity:       connLimits.Capacity,
+		NoMetrics:      cfg.MetricsAddr != "",
 	})
-	return &service{router: router, rdb: rdb, pool: pool, closers: closers}, nil
+	return &service{router: router, reg: reg, rdb: rdb, pool: pool, closers: closers}, nil
 }
 
 // run serves HTTP until ctx is cancelled, then shuts everything down under SHUTDOWN_TIMEOUT.
 func (s *service) run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	srv := &http.Server{
+	servers := []*http.Server{{
 		Addr:              cfg.HTTPAddr,
 		Handler:           s.router,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+	}}
+	if cfg.MetricsAddr != "" {
+		// /metrics on its own listener (say 127.0.0.1:9090), off the public port.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", handlers.MetricsHandler(s.reg))
+		servers = append(servers, &http.Server{
+			Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
+		})
 	}
-	errc := make(chan error, 1)
-	go func() {
-		log.Info("serving", "addr", cfg.HTTPAddr)
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-		close(errc)
-	}()
+	errc := make(chan error, len(servers))
+	var running sync.WaitGroup
+	for _, srv := range servers {
+		running.Go(func() {
+			log.Info("serving", "addr", srv.Addr)
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", srv.Addr, err)
+			}
+		})
+	}
+	go func() { running.Wait(); close(errc) }()
 
 	var serveErr error
 	select {
@@ -132,8 +155,10 @@ func (s *service) run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("shutting down", "deadline", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("http shutdown", "addr", srv.Addr, "err", err)
+		}
 	}
 	s.close(sctx, log)
 	if serveErr != nil {

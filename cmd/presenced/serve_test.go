@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,5 +191,56 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %v", d)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// METRICS_ADDR: /metrics is served there only, with the limits' metrics, and its listener is
+// shut down with the rest; the main port answers 404 for it. Without METRICS_ADDR it stays on the
+// main port.
+func TestMetricsAddr(t *testing.T) {
+	dsn := storagetest.SharedDatabase(t).Config().ConnString()
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", storagetest.FreePort(t))
+	t.Cleanup(func() { // runs after the server's own cleanup has stopped it
+		if c, err := net.DialTimeout("tcp", metricsAddr, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after the shutdown", metricsAddr)
+		}
+	})
+	base := startServer(t, map[string]string{
+		"REDIS_URL": storagetest.RedisURL(t), "DATABASE_URL": dsn, "METRICS_ADDR": metricsAddr,
+		"MAX_CONNECTIONS": "1234",
+	})
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(base + "/metrics"); code != http.StatusNotFound {
+		t.Errorf("main port /metrics: %d, want 404 with METRICS_ADDR set", code)
+	}
+	code, body := get("http://" + metricsAddr + "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("METRICS_ADDR /metrics: %d", code)
+	}
+	for _, want := range []string{
+		`presence_limit{setting="MAX_CONNECTIONS"} 1234`, `presence_ws_refused_total{cause="user_limit"} 0`,
+		`presence_report_limit{setting="REPORT_CONCURRENCY"} 4`, `presence_report_limit{setting="REPORT_TIMEOUT"} 30`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if code, _ := get("http://" + metricsAddr + "/readyz"); code != http.StatusNotFound {
+		t.Errorf("METRICS_ADDR serves /readyz too: %d", code)
+	}
+
+	plain := startServer(t, map[string]string{"REDIS_URL": storagetest.RedisURL(t), "DATABASE_URL": dsn})
+	if code, body := get(plain + "/metrics"); code != http.StatusOK || !strings.Contains(body, "presence_ws_refused_total") {
+		t.Errorf("without METRICS_ADDR, main port /metrics: %d", code)
 	}
 }
