@@ -73,6 +73,10 @@ type presenceOpts struct {
 	wrapStore func(handlers.PresenceStore) handlers.PresenceStore
 	// limits, when set, are the hub's connection limits (none otherwise).
 	limits *handlers.ConnLimitsConfig
+	// pushInterval is STATS_PUSH_INTERVAL (default 50 ms); clock, when set, is the hub's Now and
+	// AfterFunc: its coalescing windows end only when the test advances it.
+	pushInterval time.Duration
+	clock        *fakeClock
 }
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
@@ -107,6 +111,14 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	if o.hbEvents == 0 {
 		o.hbEvents = 5 * time.Minute
 	}
+	if o.pushInterval == 0 {
+		o.pushInterval = 50 * time.Millisecond
+	}
+	var now func() time.Time
+	var afterFunc func(time.Duration, func())
+	if o.clock != nil {
+		now, afterFunc = o.clock.Now, o.clock.AfterFunc
+	}
 	rdb, err := storage.OpenRedis(context.Background(), o.redisURL)
 	if err != nil {
 		t.Fatal(err)
@@ -131,9 +143,9 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	hub := handlers.NewHub(handlers.HubConfig{
 		Store: hubStore, Recorder: rec, Auth: auth, Registry: reg, Logger: testLogger(),
 		AllowedOrigins: o.origins, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
-		StatsPushInterval: 50 * time.Millisecond, StatsCacheTTL: 5 * time.Second,
+		StatsPushInterval: o.pushInterval, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
-		SendBuffer: o.sendBuffer, WriteWait: time.Second, Limits: limits,
+		SendBuffer: o.sendBuffer, WriteWait: time.Second, Limits: limits, Now: now, AfterFunc: afterFunc,
 	})
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger: discardLogger(), Registry: reg, Features: []handlers.Feature{hub}, TrustedProxies: o.trusted,

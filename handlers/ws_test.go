@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,15 +223,18 @@ func TestWSTabsOfOneUserCountOnce(t *testing.T) {
 	other.waitOnline(t, push, 1)
 }
 
-// joinGate is the real store, except that its second Join waits until the gate opens.
+// joinGate is the real store, except that the Join of user waits until the gate opens. (It
+// gated the second Join call once: the welcomes of two clients dialed one after the other run on
+// goroutines of their own, and on a loaded machine the later client's Join could come second and
+// be held instead.)
 type joinGate struct {
 	handlers.PresenceStore
-	calls atomic.Int32
-	open  chan struct{}
+	user uuid.UUID
+	open chan struct{}
 }
 
 func (g *joinGate) Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-	if g.calls.Add(1) == 2 {
+	if user == g.user {
 		select {
 		case <-g.open:
 		case <-ctx.Done():
@@ -244,7 +246,7 @@ func (g *joinGate) Join(ctx context.Context, room, user, session uuid.UUID, conn
 // The room's pushes made while a client is still joining do not reach it: its first online_stats
 // is the snapshot that counts it, never an older count of the room without it.
 func TestWSFirstStatsCountTheJoiner(t *testing.T) {
-	gate := &joinGate{open: make(chan struct{})}
+	gate := &joinGate{user: uuid.New(), open: make(chan struct{})}
 	s := newPresenceServer(t, presenceOpts{wrapStore: func(st handlers.PresenceStore) handlers.PresenceStore {
 		gate.PresenceStore = st
 		return gate
@@ -252,7 +254,7 @@ func TestWSFirstStatsCountTheJoiner(t *testing.T) {
 	room := uuid.New()
 	first := dialWS(t, s, room, uuid.New())
 	first.waitOnline(t, push, 1)
-	joining := dialWS(t, s, room, uuid.New()) // its join waits at the gate
+	joining := dialWS(t, s, room, gate.user) // its join waits at the gate
 	third := dialWS(t, s, room, uuid.New())
 	third.waitOnline(t, push, 2)
 	first.waitOnline(t, push, 2) // pushed to every member of the room that was welcomed

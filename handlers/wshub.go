@@ -58,6 +58,9 @@ type HubConfig struct {
 	// WriteWait bounds one frame write; a client that reads nothing is cut after it. Default 5s.
 	WriteWait time.Duration
 	Now       func() time.Time
+	// AfterFunc runs f once after d (time.AfterFunc); tests replace it, with Now, by a clock of
+	// their own to run the coalescing window's end when they choose.
+	AfterFunc func(d time.Duration, f func())
 }
 
 // Hub is the real-time presence feature: the WebSocket rooms of this instance, their sessions in
@@ -96,8 +99,8 @@ type localRoom struct {
 	members  map[*wsConn]struct{}
 	last     presencestats.OnlineStats // newest counts seen
 	hasLast  bool
-	lastPush time.Time
-	pending  bool // a push of last is scheduled
+	lastPush time.Time // start of the current coalescing window (the last push)
+	pending  bool      // the window has changes: a trailing push of last is scheduled at its end
 }
 
 // wsConn is one WebSocket session.
@@ -172,6 +175,9 @@ const connKey = "presence.conn"
 func NewHub(cfg HubConfig) *Hub {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -534,8 +540,12 @@ func (c *wsConn) dropSlowLocked() {
 }
 
 // applyStats takes the newest counts of a room (from this instance's own change or from the
-// room's channel): it refreshes the cache and pushes them to the room's local members, at most
-// once per STATS_PUSH_INTERVAL except for 0 <-> 1 transitions, always with the latest value.
+// room's channel): it refreshes the cache and pushes them to the room's local members, coalesced
+// on the leading and the trailing edge of a window of STATS_PUSH_INTERVAL. The first change after
+// a quiet window (no push for a whole interval) is pushed at once and opens a window; the changes
+// within it are pushed once, with the latest counts, when it ends, and that push opens the next
+// window. A member so gets at most one online_stats per window plus one, and always the latest
+// counts last. Every instance does the same with what it hears on the room's channel.
 func (h *Hub) applyStats(st presencestats.OnlineStats) {
 	h.cachePut(st)
 	h.mu.Lock()
@@ -552,25 +562,26 @@ func (h *Hub) applyStats(st presencestats.OnlineStats) {
 			return // the same change, seen twice (own result and channel)
 		}
 	}
-	prev := r.last.OnlineCount
 	r.last, r.hasLast = st, true
+	if r.pending {
+		return // the trailing push of this window carries it
+	}
 	now := h.now()
-	transition := (prev == 0 && st.OnlineCount == 1) || (prev == 1 && st.OnlineCount == 0)
-	if transition || now.Sub(r.lastPush) >= h.cfg.StatsPushInterval {
-		h.pushLocked(st.RoomID, r, now)
+	if now.Sub(r.lastPush) >= h.cfg.StatsPushInterval {
+		h.pushLocked(st.RoomID, r, now) // leading edge
 		return
 	}
-	if !r.pending {
-		r.pending = true
-		room := st.RoomID
-		time.AfterFunc(r.lastPush.Add(h.cfg.StatsPushInterval).Sub(now), func() { h.flush(room) })
-	}
+	r.pending = true
+	room := st.RoomID
+	h.cfg.AfterFunc(r.lastPush.Add(h.cfg.StatsPushInterval).Sub(now), func() { h.flush(room, r) })
 }
 
-func (h *Hub) flush(room uuid.UUID) {
+// flush is the trailing edge of r's window: the latest counts, when the window had changes. A
+// room that emptied and came back is another localRoom, with a window of its own.
+func (h *Hub) flush(room uuid.UUID, r *localRoom) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if r := h.rooms[room]; r != nil && r.pending {
+	if h.rooms[room] == r && r.pending {
 		h.pushLocked(room, r, h.now())
 	}
 }

@@ -1,27 +1,32 @@
-// Command loadgen measures real-time presence end to end against a running presenced on this
-// machine: it opens WebSocket clients in rooms, one join at a time per room (rooms in parallel),
-// and for every join measures the time until every member of the room has the new online_count.
-// It reports p50/p99 of that, and the server's memory per open connection from its /metrics.
+// Command loadgen measures real-time presence end to end against a running server on this
+// machine, presenced or (-target centrifugo) Centrifugo v6, with the same workload and the same
+// measurement for both: it opens WebSocket clients in rooms, one join at a time per room (rooms
+// in parallel), and for every join measures the time from the joiner's dial until every member of
+// the room, the joiner included, knows of it (presenced: an online_stats with the new
+// online_count; Centrifugo: the joiner's subscribe reply, and the join push at every other
+// member). With every room full it measures chat fan-out: -chat times per room a random member
+// sends a message (presenced: a message frame; Centrifugo: a publish), and the time until every
+// member has it. With -pid (the server's process id) it reads the server's RSS growth per open
+// connection and its CPU seconds per 1,000 joins from /proc; without it, presenced's memory per
+// connection from its /metrics.
 //
 //	JWT_SECRET=... go run ./cmd/loadgen -url http://127.0.0.1:8080 -clients 2000 -rooms 20
+//	JWT_SECRET=... go run ./cmd/loadgen -target centrifugo -url http://127.0.0.1:8000 -pid 1234
 //
 // It only talks to loopback addresses, opens at most 20,000 connections and stops at -timeout.
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -40,22 +45,41 @@ func main() {
 }
 
 type config struct {
+	target  string
 	base    string
 	secret  string
 	clients int
 	rooms   int
+	chat    int
+	pid     int
+	json    bool
 	timeout time.Duration
 	joinMax time.Duration
 }
 
+// protocol is what differs between the targets: how a member joins a room, what its frames say,
+// and how it sends a chat message.
+type protocol interface {
+	// dial opens m's connection to its room (with a token for user) and sends what joining takes.
+	dial(ctx context.Context, room *roomState, m *member, user uuid.UUID) error
+	// read handles one WebSocket frame of m; it returns an error that ends the member.
+	read(room *roomState, m *member, frame []byte) error
+	// chat sends text as a chat message of m.
+	chat(room *roomState, m *member, text string) error
+}
+
 func run() error {
 	var c config
-	flag.StringVar(&c.base, "url", "http://127.0.0.1:8080", "presenced base URL (loopback only)")
-	flag.StringVar(&c.secret, "secret", os.Getenv("JWT_SECRET"), "the server's JWT_SECRET (default: $JWT_SECRET)")
+	flag.StringVar(&c.target, "target", "presenced", "server under test: presenced or centrifugo (v6, JSON protocol)")
+	flag.StringVar(&c.base, "url", "http://127.0.0.1:8080", "the server's base URL (loopback only)")
+	flag.StringVar(&c.secret, "secret", os.Getenv("JWT_SECRET"), "HS256 secret of the tokens: presenced's JWT_SECRET, Centrifugo's client.token.hmac_secret_key (default: $JWT_SECRET)")
 	flag.IntVar(&c.clients, "clients", 2000, "WebSocket clients in total")
 	flag.IntVar(&c.rooms, "rooms", 20, "rooms the clients are spread over")
+	flag.IntVar(&c.chat, "chat", 10, "chat messages per room once every room is full, one at a time (0: none)")
+	flag.IntVar(&c.pid, "pid", 0, "the server's process id: RSS and CPU are read from /proc/<pid> (same machine)")
+	flag.BoolVar(&c.json, "json", false, "print the result as one JSON object")
 	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "stop after this long")
-	flag.DurationVar(&c.joinMax, "join-timeout", 5*time.Second, "a join whose count is not seen by all within this fails the run")
+	flag.DurationVar(&c.joinMax, "join-timeout", 10*time.Second, "a join or message not seen by all within this fails the run")
 	flag.Parse()
 	u, err := url.Parse(c.base)
 	if err != nil {
@@ -67,226 +91,342 @@ func run() error {
 	if c.clients < 1 || c.clients > 20000 || c.rooms < 1 || c.rooms > c.clients {
 		return errors.New("need 1 <= -rooms <= -clients <= 20000")
 	}
+	if c.chat < 0 {
+		return errors.New("-chat must be 0 or more")
+	}
 	if c.secret == "" {
 		return errors.New("set -secret or JWT_SECRET to the server's secret")
+	}
+	auth := handlers.NewTokenAuthority(c.secret)
+	wsBase := "ws" + strings.TrimPrefix(strings.TrimSuffix(c.base, "/"), "http")
+	var proto protocol
+	switch c.target {
+	case "presenced":
+		proto = &presenced{wsBase: wsBase, auth: auth}
+	case "centrifugo":
+		proto = &centrifugo{wsBase: wsBase, auth: auth}
+	default:
+		return fmt.Errorf("-target %q: want presenced or centrifugo", c.target)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 
-	before, err := liveHeap(ctx, c.base)
-	if err != nil {
-		return err
+	res := result{Target: c.target, Rooms: c.rooms}
+	var before procSample
+	var heapBefore map[string]float64
+	if c.pid > 0 {
+		if before, err = readProc(c.pid); err != nil {
+			return err
+		}
+	} else if c.target == "presenced" {
+		if heapBefore, err = liveHeap(ctx, c.base); err != nil {
+			return err
+		}
 	}
-	auth := handlers.NewTokenAuthority(c.secret)
-	start := time.Now()
-	var (
-		mu        sync.Mutex
-		latencies []time.Duration
-		members   []*member
-		wg        sync.WaitGroup
-		firstErr  error
-	)
-	for r := range c.rooms {
+	rooms := make([]*roomState, c.rooms)
+	for r := range rooms {
 		n := c.clients / c.rooms
 		if r < c.clients%c.rooms {
 			n++
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			room := &roomState{id: uuid.New()}
-			room.cond = sync.NewCond(&room.mu)
-			lat, ms, err := fillRoom(ctx, c, auth, room, n)
-			mu.Lock()
-			defer mu.Unlock()
-			latencies = append(latencies, lat...)
-			members = append(members, ms...)
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-		}()
+		rooms[r] = newRoom(n)
 	}
-	wg.Wait()
-	ramp := time.Since(start)
 	defer func() {
-		for _, m := range members {
-			m.conn.Close()
+		for _, room := range rooms {
+			room.closeAll()
 		}
 	}()
-	if firstErr != nil {
-		return firstErr
-	}
-	after, err := liveHeap(ctx, c.base)
+	start := time.Now()
+	joins, err := eachRoom(rooms, func(room *roomState) ([]time.Duration, error) { return fillRoom(ctx, c, proto, room) })
+	res.Ramp = time.Since(start)
 	if err != nil {
 		return err
 	}
-	slices.Sort(latencies)
-	pct := func(p float64) time.Duration { return latencies[min(len(latencies)-1, int(float64(len(latencies))*p))] }
-	n := float64(len(members))
-	fmt.Printf("clients %d in %d rooms, ramp %s\n", len(members), c.rooms, ramp.Round(time.Millisecond))
-	fmt.Printf("join -> every member has the count: p50 %s  p90 %s  p99 %s  max %s  (%d joins)\n",
-		pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond),
-		latencies[len(latencies)-1].Round(time.Microsecond), len(latencies))
-	fmt.Printf("server presence_ws_connections %.0f\n", after["presence_ws_connections"])
-	heap := after["live_heap"] - before["live_heap"]
-	stack := after["go_memstats_stack_inuse_bytes"] - before["go_memstats_stack_inuse_bytes"]
-	rss := after["process_resident_memory_bytes"] - before["process_resident_memory_bytes"]
-	fmt.Printf("server memory per connection: live heap + stacks %.1f KiB (live heap %.1f, stacks %.1f); RSS %.1f KiB (includes garbage not yet collected)\n",
-		(heap+stack)/n/1024, heap/n/1024, stack/n/1024, rss/n/1024)
-	return nil
+	res.Clients = len(joins)
+	res.JoinP50, res.JoinP99, res.JoinMax = percentiles(joins)
+	if c.pid > 0 {
+		after, err := readProc(c.pid)
+		if err != nil {
+			return err
+		}
+		res.RSSPerConnKiB = float64(after.rss-before.rss) / float64(res.Clients) / 1024
+		res.CPUPer1000Joins = (after.cpu - before.cpu).Seconds() / float64(res.Clients) * 1000
+		res.CPUJoins = (after.cpu - before.cpu).Seconds()
+	} else if heapBefore != nil {
+		after, err := liveHeap(ctx, c.base)
+		if err != nil {
+			return err
+		}
+		n := float64(res.Clients)
+		heap := after["live_heap"] - heapBefore["live_heap"]
+		stack := after["go_memstats_stack_inuse_bytes"] - heapBefore["go_memstats_stack_inuse_bytes"]
+		res.HeapStackPerConnKiB = (heap + stack) / n / 1024
+		res.RSSPerConnKiB = (after["process_resident_memory_bytes"] - heapBefore["process_resident_memory_bytes"]) / n / 1024
+	}
+	if c.chat > 0 {
+		msgs, err := eachRoom(rooms, func(room *roomState) ([]time.Duration, error) { return chatRoom(ctx, c, proto, room) })
+		if err != nil {
+			return err
+		}
+		res.Messages = len(msgs)
+		res.ChatP50, res.ChatP99, res.ChatMax = percentiles(msgs)
+	}
+	return res.print(c.json)
 }
 
+// eachRoom runs f for every room in parallel and returns every duration it measured.
+func eachRoom(rooms []*roomState, f func(*roomState) ([]time.Duration, error)) ([]time.Duration, error) {
+	var (
+		mu       sync.Mutex
+		all      []time.Duration
+		wg       sync.WaitGroup
+		firstErr error
+	)
+	for _, room := range rooms {
+		wg.Go(func() {
+			d, err := f(room)
+			mu.Lock()
+			defer mu.Unlock()
+			all = append(all, d...)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		})
+	}
+	wg.Wait()
+	return all, firstErr
+}
+
+func percentiles(ds []time.Duration) (p50, p99, most time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(ds)
+	pct := func(p float64) time.Duration { return ds[min(len(ds)-1, int(float64(len(ds))*p))] }
+	return pct(0.50), pct(0.99), ds[len(ds)-1]
+}
+
+// roomState is one room of the workload. Joins and messages in a room are numbered 1, 2, ... in
+// the order they are made; a member knows of join (message) k when its joins (msgs) is k or more,
+// and each comes only after the previous one reached every member.
 type roomState struct {
-	id      uuid.UUID
+	id   uuid.UUID
+	size int
+
 	mu      sync.Mutex
 	cond    *sync.Cond
 	members []*member
+	index   map[string]int // user id -> its join's number (Centrifugo's join pushes name the user)
+	failed  error          // a member's connection ended
 }
 
 type member struct {
-	conn *websocket.Conn
-	max  int64 // highest online_count seen (guarded by the room's mu)
+	conn    *websocket.Conn
+	writeMu sync.Mutex
+	user    uuid.UUID
+	k       int // its join's number
+	joins   int // highest join number it knows of (guarded by the room's mu)
+	msgs    int // highest message number it has
 }
 
-// fillRoom joins n clients to room one after the other; for each join it waits until every
-// member has seen the new count and records how long that took from the dial.
-func fillRoom(ctx context.Context, c config, auth *handlers.TokenAuthority, room *roomState, n int) ([]time.Duration, []*member, error) {
-	wsBase := "ws" + strings.TrimPrefix(c.base, "http") + "/ws/rooms/" + room.id.String() + "?access_token="
+func newRoom(size int) *roomState {
+	r := &roomState{id: uuid.New(), size: size, index: map[string]int{}}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+func (r *roomState) closeAll() {
+	r.mu.Lock()
+	ms := slices.Clone(r.members)
+	r.mu.Unlock()
+	for _, m := range ms {
+		m.conn.Close()
+	}
+}
+
+// knowsJoin records that m knows of join k.
+func (r *roomState) knowsJoin(m *member, k int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if k > m.joins {
+		m.joins = k
+		r.cond.Broadcast()
+	}
+}
+
+// hasMessage records that m has message k.
+func (r *roomState) hasMessage(m *member, k int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if k > m.msgs {
+		m.msgs = k
+		r.cond.Broadcast()
+	}
+}
+
+// waitAll waits until done holds for every member (room.mu held while it runs), or the room
+// failed, or max passed since t0.
+func (r *roomState) waitAll(t0 time.Time, max time.Duration, done func(*member) bool) (bool, error) {
+	timer := time.AfterFunc(max-time.Since(t0), func() { r.mu.Lock(); r.cond.Broadcast(); r.mu.Unlock() })
+	defer timer.Stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	all := func() bool {
+		for _, m := range r.members {
+			if !done(m) {
+				return false
+			}
+		}
+		return true
+	}
+	for !all() && r.failed == nil && time.Since(t0) < max {
+		r.cond.Wait()
+	}
+	return all(), r.failed
+}
+
+// fillRoom joins the room's clients one after the other; for each join it waits until every
+// member knows of it and records how long that took from the dial.
+func fillRoom(ctx context.Context, c config, proto protocol, room *roomState) ([]time.Duration, error) {
 	var lats []time.Duration
-	for k := 1; k <= n; k++ {
+	for k := 1; k <= room.size; k++ {
 		if ctx.Err() != nil {
-			return lats, room.members, ctx.Err()
+			return lats, ctx.Err()
 		}
-		tok, err := auth.Mint(uuid.New(), handlers.RoleUser, time.Hour)
-		if err != nil {
-			return lats, room.members, err
-		}
+		m := &member{user: uuid.New(), k: k}
+		room.mu.Lock()
+		room.index[m.user.String()] = k
+		room.mu.Unlock()
 		t0 := time.Now()
-		conn, _, err := websocket.DefaultDialer.DialContext(ctx, wsBase+tok, nil)
-		if err != nil {
-			return lats, room.members, fmt.Errorf("dial (join %d of room %s): %w", k, room.id, err)
+		if err := proto.dial(ctx, room, m, m.user); err != nil {
+			return lats, fmt.Errorf("join %d of room %s: %w", k, room.id, err)
 		}
-		m := &member{conn: conn}
 		room.mu.Lock()
 		room.members = append(room.members, m)
 		room.mu.Unlock()
-		go read(room, m)
-		want := int64(k)
-		deadline := time.AfterFunc(c.joinMax, func() { room.mu.Lock(); room.cond.Broadcast(); room.mu.Unlock() })
-		room.mu.Lock()
-		for !allSeen(room, want) && time.Since(t0) < c.joinMax {
-			room.cond.Wait()
+		go readLoop(proto, room, m)
+		ok, err := room.waitAll(t0, c.joinMax, func(m *member) bool { return m.joins >= k })
+		if err != nil {
+			return lats, err
 		}
-		ok := allSeen(room, want)
-		room.mu.Unlock()
-		deadline.Stop()
 		if !ok {
-			return lats, room.members, fmt.Errorf("room %s: not every member saw online_count %d within %s", room.id, want, c.joinMax)
+			return lats, fmt.Errorf("room %s: not every member knew of join %d within %s", room.id, k, c.joinMax)
 		}
 		lats = append(lats, time.Since(t0))
 	}
-	return lats, room.members, nil
+	return lats, nil
 }
 
-func allSeen(room *roomState, want int64) bool {
-	for _, m := range room.members {
-		if m.max < want {
-			return false
-		}
-	}
-	return true
-}
-
-func read(room *roomState, m *member) {
-	for {
-		_, b, err := m.conn.ReadMessage()
-		if err != nil {
-			return
-		}
-		var f struct {
-			Type string `json:"type"`
-			Data struct {
-				OnlineCount int64 `json:"online_count"`
-			} `json:"data"`
-		}
-		if json.Unmarshal(b, &f) != nil || f.Type != handlers.TypeOnlineStats {
-			continue
+// chatRoom sends c.chat messages, each from a random member once the previous one reached every
+// member, and records for each the time until every member has it.
+func chatRoom(ctx context.Context, c config, proto protocol, room *roomState) ([]time.Duration, error) {
+	var lats []time.Duration
+	for k := 1; k <= c.chat; k++ {
+		if ctx.Err() != nil {
+			return lats, ctx.Err()
 		}
 		room.mu.Lock()
-		if f.Data.OnlineCount > m.max {
-			m.max = f.Data.OnlineCount
-			room.cond.Broadcast()
-		}
+		from := room.members[rand.IntN(len(room.members))]
 		room.mu.Unlock()
-	}
-}
-
-// liveHeap scrapes /metrics right after the second garbage collection of the server, which it provokes
-// with cheap REST requests (each allocates a little) until go_memstats_last_gc_time_seconds
-// moves; the live heap is then next_gc / (1 + GOGC/100) = next_gc / 2 at the default GOGC.
-// heap_inuse alone would count the garbage of the ramp.
-func liveHeap(ctx context.Context, base string) (map[string]float64, error) {
-	m, err := scrape(ctx, base)
-	if err != nil {
-		return nil, err
-	}
-	last := m["go_memstats_last_gc_time_seconds"]
-	gcs := 0
-	client := &http.Client{}
-	for i := 0; i < 200000; i++ {
-		if i%500 == 499 {
-			if m, err = scrape(ctx, base); err != nil {
-				return nil, err
-			}
-			if m["go_memstats_last_gc_time_seconds"] != last {
-				// Two collections: the first after the ramp may still find its garbage, and
-				// each one shrinks goroutine stacks that use less than a quarter of theirs.
-				if gcs++; gcs == 2 {
-					m["live_heap"] = m["go_memstats_next_gc_bytes"] / 2
-					return m, nil
-				}
-				last = m["go_memstats_last_gc_time_seconds"]
-			}
+		t0 := time.Now()
+		if err := proto.chat(room, from, chatText(k)); err != nil {
+			return lats, fmt.Errorf("room %s: send message %d: %w", room.id, k, err)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+		ok, err := room.waitAll(t0, c.joinMax, func(m *member) bool { return m.msgs >= k })
 		if err != nil {
-			return nil, err
+			return lats, err
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
-	return nil, errors.New("no garbage collection of the server observed")
-}
-
-// scrape reads the numeric samples without labels of the server's /metrics.
-func scrape(ctx context.Context, base string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("read %s/metrics: %w", base, err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' || strings.Contains(line, "{") {
-			continue
-		}
-		name, val, ok := strings.Cut(line, " ")
 		if !ok {
-			continue
+			return lats, fmt.Errorf("room %s: not every member had message %d within %s", room.id, k, c.joinMax)
 		}
-		if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-			out[name] = f
+		lats = append(lats, time.Since(t0))
+	}
+	return lats, nil
+}
+
+func chatText(k int) string { return fmt.Sprintf("loadgen message %d", k) }
+
+// chatNumber returns k of chatText(k).
+func chatNumber(text string) (int, bool) {
+	var k int
+	if _, err := fmt.Sscanf(text, "loadgen message %d", &k); err != nil {
+		return 0, false
+	}
+	return k, true
+}
+
+func readLoop(proto protocol, room *roomState, m *member) {
+	for {
+		_, b, err := m.conn.ReadMessage()
+		if err == nil {
+			err = proto.read(room, m, b)
+		}
+		if err != nil {
+			room.mu.Lock()
+			if room.failed == nil && !errors.Is(err, net.ErrClosed) {
+				room.failed = fmt.Errorf("room %s, member %d: %w", room.id, m.k, err)
+			}
+			room.cond.Broadcast()
+			room.mu.Unlock()
+			return
 		}
 	}
-	return out, sc.Err()
+}
+
+func (m *member) write(b []byte) error {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	return m.conn.WriteMessage(websocket.TextMessage, b)
+}
+
+// result is what a run measured.
+type result struct {
+	Target              string        `json:"target"`
+	Clients             int           `json:"clients"`
+	Rooms               int           `json:"rooms"`
+	Ramp                time.Duration `json:"-"`
+	RampS               float64       `json:"ramp_s"`
+	JoinP50             time.Duration `json:"-"`
+	JoinP99             time.Duration `json:"-"`
+	JoinMax             time.Duration `json:"-"`
+	JoinP50MS           float64       `json:"join_p50_ms"`
+	JoinP99MS           float64       `json:"join_p99_ms"`
+	Messages            int           `json:"messages"`
+	ChatP50             time.Duration `json:"-"`
+	ChatP99             time.Duration `json:"-"`
+	ChatMax             time.Duration `json:"-"`
+	ChatP50MS           float64       `json:"chat_p50_ms"`
+	ChatP99MS           float64       `json:"chat_p99_ms"`
+	RSSPerConnKiB       float64       `json:"rss_per_conn_kib"`
+	HeapStackPerConnKiB float64       `json:"heap_stack_per_conn_kib,omitempty"`
+	CPUJoins            float64       `json:"cpu_s_joins,omitempty"`
+	CPUPer1000Joins     float64       `json:"cpu_s_per_1000_joins,omitempty"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (r result) print(asJSON bool) error {
+	if asJSON {
+		r.RampS = r.Ramp.Seconds()
+		r.JoinP50MS, r.JoinP99MS = ms(r.JoinP50), ms(r.JoinP99)
+		r.ChatP50MS, r.ChatP99MS = ms(r.ChatP50), ms(r.ChatP99)
+		return json.NewEncoder(os.Stdout).Encode(r)
+	}
+	round := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+	fmt.Printf("%s: %d clients in %d rooms, ramp %s\n", r.Target, r.Clients, r.Rooms, r.Ramp.Round(time.Millisecond))
+	fmt.Printf("join -> every member knows of it: p50 %s  p99 %s  max %s  (%d joins)\n",
+		round(r.JoinP50), round(r.JoinP99), round(r.JoinMax), r.Clients)
+	if r.Messages > 0 {
+		fmt.Printf("chat fan-out, message -> every member has it: p50 %s  p99 %s  max %s  (%d messages)\n",
+			round(r.ChatP50), round(r.ChatP99), round(r.ChatMax), r.Messages)
+	}
+	if r.HeapStackPerConnKiB > 0 {
+		fmt.Printf("server memory per connection: live heap + stacks %.1f KiB; RSS %.1f KiB (includes garbage not yet collected)\n",
+			r.HeapStackPerConnKiB, r.RSSPerConnKiB)
+	}
+	if r.CPUPer1000Joins > 0 {
+		fmt.Printf("server RSS growth per connection %.1f KiB; CPU %.2f s for the joins, %.2f s per 1,000 joins\n",
+			r.RSSPerConnKiB, r.CPUJoins, r.CPUPer1000Joins)
+	}
+	return nil
 }

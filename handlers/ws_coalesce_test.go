@@ -1,0 +1,225 @@
+package handlers_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"presencestats/handlers"
+	"presencestats/storage/storagetest"
+)
+
+// fakeClock is the hub's Now and AfterFunc in the coalescing tests: its time moves only when the
+// test advances it, and a coalescing window ends only then. The tests so assert the order and the
+// number of frames, never how long anything took.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []fakeTimer
+}
+
+type fakeTimer struct {
+	at time.Time
+	f  func()
+}
+
+// newFakeClock starts a minute after the zero time: the hub's heartbeat (due every 20 minutes with
+// the settings of these tests) never comes due, so that its touches, changes of their own, stay out.
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Time{}.Add(time.Minute)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), f: f})
+}
+
+// Advance moves the time by d and runs the timers that came due, in the order of their times.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due, rest []fakeTimer
+	for _, t := range c.timers {
+		if t.at.After(c.now) {
+			rest = append(rest, t)
+		} else {
+			due = append(due, t)
+		}
+	}
+	c.timers = rest
+	c.mu.Unlock()
+	slices.SortStableFunc(due, func(a, b fakeTimer) int { return a.at.Compare(b.at) })
+	for _, t := range due {
+		t.f()
+	}
+}
+
+const window = 10 * time.Second // STATS_PUSH_INTERVAL of the coalescing tests
+
+// coalesceRig is a room served by two instances on one Redis, with the same fake clock.
+type coalesceRig struct {
+	clock  *fakeClock
+	a, b   *presenceServer
+	room   uuid.UUID
+	fences int
+}
+
+func newCoalesceRig(t *testing.T) *coalesceRig {
+	clock := newFakeClock()
+	url, prefix := storagetest.RedisURL(t), storagetest.KeyPrefix(t)
+	o := presenceOpts{redisURL: url, prefix: prefix, ttl: time.Hour, hbEvents: time.Hour, pushInterval: window, clock: clock}
+	return &coalesceRig{clock: clock, a: newPresenceServer(t, o), b: newPresenceServer(t, o), room: uuid.New()}
+}
+
+// member dials a member of the room on srv, waits for its snapshot (online_count online), and lets
+// the window its join opened end: the room is quiet again.
+func (r *coalesceRig) member(t *testing.T, srv *presenceServer, online int64) *wsClient {
+	t.Helper()
+	w := dialWS(t, srv, r.room, uuid.New())
+	w.waitOnline(t, push, online)
+	r.clock.Advance(window)
+	return w
+}
+
+// fence publishes a chat message on the room's channel and returns the online_stats each of ws
+// got before it. Every instance handles the channel's messages in order, so when a member has
+// the fence, its instance has taken every change published before it, and every push made
+// before the fence reached the member first.
+func (r *coalesceRig) fence(t *testing.T, ws ...*wsClient) [][]frame {
+	t.Helper()
+	r.fences++
+	text := fmt.Sprintf("fence %d", r.fences)
+	if err := r.a.store.Publish(context.Background(), r.room, []byte(`{"text":"`+text+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]frame, len(ws))
+	for i, w := range ws {
+		w.waitFrame(t, push, text, func(f frame) bool {
+			if f.Type == handlers.TypeOnlineStats {
+				out[i] = append(out[i], f)
+			}
+			return f.Type == handlers.TypeMessage && string(f.Data) == `{"text":"`+text+`"}`
+		})
+	}
+	return out
+}
+
+// join registers a session that is not a WebSocket member (a change of the room's counts).
+func (r *coalesceRig) join(t *testing.T) {
+	t.Helper()
+	if _, _, err := r.a.store.Join(context.Background(), r.room, uuid.New(), uuid.New(), time.Time{}); err != nil {
+		t.Error(err)
+	}
+}
+
+// With STATS_PUSH_INTERVAL 10 s, a join in a quiet room reaches every member at once, on this
+// instance and on the other one (while no window has ended: the clock has not moved), and three
+// more changes inside that window reach each member as exactly one frame, when the window ends,
+// with the final counts.
+func TestWSStatsLeadingAndTrailingEdge(t *testing.T) {
+	r := newCoalesceRig(t)
+	a1 := r.member(t, r.a, 1)
+	b1 := r.member(t, r.b, 2)
+	members := []*wsClient{a1, b1}
+	r.fence(t, members...)
+
+	a2 := dialWS(t, r.a, r.room, uuid.New())
+	a2.waitOnline(t, push, 3) // its snapshot
+	members = append(members, a2)
+	for i, got := range r.fence(t, members...)[:2] {
+		if len(got) != 1 || got[0].stats(t).OnlineCount != 3 {
+			t.Fatalf("member %d: %s after a join in a quiet room, want one online_stats with online_count 3 before any window ended", i, describe(t, got))
+		}
+	}
+
+	for range 3 {
+		r.join(t)
+	}
+	for i, got := range r.fence(t, members...) {
+		if len(got) != 0 {
+			t.Fatalf("member %d: %s within the window, want none until it ends", i, describe(t, got))
+		}
+	}
+	r.clock.Advance(window)
+	for i, got := range r.fence(t, members...) {
+		if len(got) != 1 || got[0].stats(t).OnlineCount != 6 || got[0].stats(t).SessionCount != 6 {
+			t.Fatalf("member %d: %s at the end of the window, want exactly one online_stats with 6 online, 6 sessions", i, describe(t, got))
+		}
+	}
+
+	// The trailing push opened a window of its own: a change right after it waits for its end.
+	r.join(t)
+	for i, got := range r.fence(t, members...) {
+		if len(got) != 0 {
+			t.Fatalf("member %d: %s right after the trailing push, want none until its window ends", i, describe(t, got))
+		}
+	}
+	r.clock.Advance(window)
+	for i, got := range r.fence(t, members...) {
+		if len(got) != 1 || got[0].stats(t).OnlineCount != 7 {
+			t.Fatalf("member %d: %s, want one online_stats with 7 online", i, describe(t, got))
+		}
+	}
+}
+
+// A storm of 1,000 joins, during which the clock moves by 55 s (5.5 windows), gives each member,
+// on either instance, at most one online_stats per window plus the leading one, in order, the
+// last with the exact final count.
+func TestWSStatsStormBounded(t *testing.T) {
+	r := newCoalesceRig(t)
+	members := []*wsClient{r.member(t, r.a, 1), r.member(t, r.b, 2), r.member(t, r.a, 3)}
+	r.fence(t, members...)
+
+	const storm, batches = 1000, 10
+	var advanced time.Duration
+	for range batches {
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range storm / batches / 4 {
+					r.join(t)
+				}
+			})
+		}
+		wg.Wait()
+		r.clock.Advance(window / 2)
+		advanced += window / 2
+	}
+	during := r.fence(t, members...) // every instance has taken the last change
+	r.clock.Advance(window)
+	advanced += window
+	bound := int(advanced/window) + 1
+	for i, end := range r.fence(t, members...) {
+		got := append(during[i], end...)
+		if len(got) == 0 || len(got) > bound {
+			t.Fatalf("member %d: %d online_stats for %d joins over %s, want 1 to %d", i, len(got), storm, advanced, bound)
+		}
+		for j := 1; j < len(got); j++ {
+			if got[j].stats(t).OnlineCount <= got[j-1].stats(t).OnlineCount {
+				t.Fatalf("member %d: counts out of order: %s", i, describe(t, got))
+			}
+		}
+		if last := got[len(got)-1].stats(t); last.OnlineCount != storm+3 || last.SessionCount != storm+3 {
+			t.Fatalf("member %d: last online_stats %+v, want %d online and sessions", i, last, storm+3)
+		}
+		t.Logf("member %d: %d joins -> %d frames (%s)", i, storm, len(got), describe(t, got))
+	}
+}
+
+func describe(t *testing.T, fs []frame) string {
+	counts := make([]int64, len(fs))
+	for i, f := range fs {
+		counts[i] = f.stats(t).OnlineCount
+	}
+	return fmt.Sprintf("%d online_stats %v", len(fs), counts)
+}
