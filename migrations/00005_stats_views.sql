@@ -291,13 +291,15 @@ COMMENT ON COLUMN stats.peak_hours.hours IS 'Hours with events behind the figure
 
 -- A group role: analysts log in with their own roles, granted membership
 -- (CREATE ROLE alice LOGIN PASSWORD ... IN ROLE presence_analyst). Roles are per cluster: another
--- database of the same cluster may have made it already.
+-- database of the same cluster may have made it already, or be making it at this moment.
 -- +goose StatementBegin
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'presence_analyst') THEN
         CREATE ROLE presence_analyst NOLOGIN;
     END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL; -- made by another database's migration in between
 END
 $$;
 -- +goose StatementEnd
@@ -307,15 +309,27 @@ GRANT USAGE ON SCHEMA stats TO presence_analyst;
 GRANT SELECT ON ALL TABLES IN SCHEMA stats TO presence_analyst;
 
 -- +goose Down
+-- The schema takes with it everything this migration granted presence_analyst in this database.
 DROP SCHEMA IF EXISTS stats CASCADE;
 
+-- The role belongs to the whole server: it is dropped only when nothing depends on it any more,
+-- in this database or another (another deployment's stats schema, an operator's grant, a
+-- database's CONNECT privilege: pg_shdepend holds them all); otherwise it stays, for them. No
+-- DROP OWNED BY: it would also revoke the role's rights on shared objects, such as CONNECT on
+-- another database, and drop what it owns.
 -- +goose StatementBegin
 DO $$
+DECLARE
+    analyst oid := (SELECT oid FROM pg_roles WHERE rolname = 'presence_analyst');
 BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'presence_analyst') THEN
-        DROP OWNED BY presence_analyst;
-        DROP ROLE presence_analyst;
+    IF analyst IS NULL THEN
+        RETURN;
     END IF;
+    IF EXISTS (SELECT FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass AND refobjid = analyst) THEN
+        RAISE NOTICE 'role presence_analyst kept: other objects on this server still depend on it';
+        RETURN;
+    END IF;
+    DROP ROLE presence_analyst;
 END
 $$;
 -- +goose StatementEnd
