@@ -214,6 +214,9 @@ func (l *ConnLimits) Open() int {
 
 // OfUser returns the connections of user counted now.
 func (l *ConnLimits) OfUser(user uuid.UUID) int {
+	if l == nil {
+		return 0
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.perUser[user]

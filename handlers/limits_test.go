@@ -86,6 +86,21 @@ func metricLabel(t testing.TB, reg prometheus.Gatherer, name, label, value strin
 	return 0
 }
 
+// chatUntilSlowConsumer has talker send large chat messages until s drops a slow consumer.
+func chatUntilSlowConsumer(t testing.TB, s *presenceServer, talker *wsClient) {
+	t.Helper()
+	text := strings.Repeat("z", 900)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.metric(t, "presence_slow_consumers_total") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("slow consumer never dropped")
+		}
+		for range 20 {
+			talker.send(t, handlers.ClientFrame{Type: handlers.TypeMessage, Text: text})
+		}
+	}
+}
+
 func pingPong(t testing.TB, c *wsClient) {
 	t.Helper()
 	c.send(t, handlers.ClientFrame{Type: handlers.TypePing})
@@ -189,16 +204,7 @@ func TestConnLimitReleasedOnEveryClosePath(t *testing.T) {
 		defer slow.Close()
 		talker := dialWS(t, other, room, uuid.New())
 		talker.waitOnline(t, push, 2)
-		text := strings.Repeat("z", 900)
-		deadline := time.Now().Add(30 * time.Second)
-		for s.metric(t, "presence_slow_consumers_total") == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("slow consumer never dropped")
-			}
-			for range 20 {
-				talker.send(t, handlers.ClientFrame{Type: handlers.TypeMessage, Text: text})
-			}
-		}
+		chatUntilSlowConsumer(t, s, talker)
 		released(t, s, room, user)
 	})
 	t.Run("failed join", func(t *testing.T) {

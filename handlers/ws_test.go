@@ -437,16 +437,7 @@ func TestWSSlowConsumerIsDropped(t *testing.T) {
 	defer slow.Close()
 	talker := dialWS(t, other, room, uuid.New())
 	talker.waitOnline(t, push, 2)
-	text := strings.Repeat("z", 900)
-	deadline := time.Now().Add(30 * time.Second)
-	for s.metric(t, "presence_slow_consumers_total") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("slow consumer never dropped")
-		}
-		for range 20 {
-			talker.send(t, handlers.ClientFrame{Type: handlers.TypeMessage, Text: text})
-		}
-	}
+	chatUntilSlowConsumer(t, s, talker)
 	talker.waitOnline(t, 10*time.Second, 1)
 	eventually(t, 10*time.Second, "slow_consumer event", func() bool {
 		return s.rec.count(presencestats.EventDisconnected, presencestats.ReasonSlowConsumer) == 1
