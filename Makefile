@@ -5,7 +5,7 @@ GO ?= go
 DEV_JWT_SECRET := dev-only-secret-change-me-in-production
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help run test services-up services-down services-status build lint bench deps clean
+.PHONY: help run test services-up services-down services-status build lint bench bench-peer deps clean
 
 help:
 	@echo "make run             install what is missing, start Redis + TimescaleDB, migrate, serve on :8080"
@@ -15,6 +15,7 @@ help:
 	@echo "make build           build bin/presenced"
 	@echo "make lint            gofmt check and go vet"
 	@echo "make bench           run the benchmarks (see README for the figures)"
+	@echo "make bench-peer      side by side with Centrifugo v6.9.1 (installed into .data/bin): one table"
 
 deps:
 	$(GO) mod download
@@ -60,6 +61,12 @@ lint:
 
 bench: deps
 	dev/services.sh test $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+# Side by side with Centrifugo (docs/benchmarks.md): SIZES="2000/20" runs one size, ROUNDS=2 repeats.
+SIZES ?= 200/4 2000/20 5000/50
+ROUNDS ?= 1
+bench-peer: deps
+	nice -n 10 dev/bench/peer.sh -sizes "$(SIZES)" -rounds "$(ROUNDS)"
 
 clean:
 	rm -rf bin
