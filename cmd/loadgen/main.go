@@ -245,21 +245,17 @@ func (r *roomState) closeAll() {
 }
 
 // knowsJoin records that m knows of join k.
-func (r *roomState) knowsJoin(m *member, k int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if k > m.joins {
-		m.joins = k
-		r.cond.Broadcast()
-	}
-}
+func (r *roomState) knowsJoin(m *member, k int) { r.raise(&m.joins, k) }
 
 // hasMessage records that m has message k.
-func (r *roomState) hasMessage(m *member, k int) {
+func (r *roomState) hasMessage(m *member, k int) { r.raise(&m.msgs, k) }
+
+// raise sets *n, a member's counter, to k if k is higher, and wakes the waiters.
+func (r *roomState) raise(n *int, k int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if k > m.msgs {
-		m.msgs = k
+	if k > *n {
+		*n = k
 		r.cond.Broadcast()
 	}
 }
