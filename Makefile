@@ -5,7 +5,7 @@ GO ?= go
 DEV_JWT_SECRET := dev-only-secret-change-me-in-production
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help run test services-up services-down services-status build lint bench fuzz deps clean
+.PHONY: help run test services-up services-down services-status build lint bench bench-peer fuzz deps clean
 
 help:
 	@echo "make run             install what is missing, start Redis + TimescaleDB, migrate, serve on :8080"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint            gofmt check and go vet"
 	@echo "make bench           every benchmark, one table (PART=reports runs one part, SKIP=peer skips some)"
 	@echo "make fuzz            every fuzz target for FUZZTIME (20s) each"
+	@echo "make bench-peer      side by side with Centrifugo v6.9.1 (installed into .data/bin): one table"
 
 deps:
 	$(GO) mod download
@@ -81,6 +82,12 @@ fuzz:
 	    echo "== $$name ($$(dirname $$f), $(FUZZTIME))"; \
 	    $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZ_PARALLEL) "./$$(dirname $$f)/"; \
 	  done; done
+
+# Side by side with Centrifugo (docs/benchmarks.md): SIZES="2000/20" runs one size, ROUNDS=2 repeats.
+SIZES ?= 200/4 2000/20 5000/50
+ROUNDS ?= 1
+bench-peer: deps
+	nice -n 10 dev/bench/peer.sh -sizes "$(SIZES)" -rounds "$(ROUNDS)"
 
 clean:
 	rm -rf bin

@@ -245,21 +245,17 @@ func (r *roomState) closeAll() {
 }
 
 // knowsJoin records that m knows of join k.
-func (r *roomState) knowsJoin(m *member, k int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if k > m.joins {
-		m.joins = k
-		r.cond.Broadcast()
-	}
-}
+func (r *roomState) knowsJoin(m *member, k int) { r.raise(&m.joins, k) }
 
 // hasMessage records that m has message k.
-func (r *roomState) hasMessage(m *member, k int) {
+func (r *roomState) hasMessage(m *member, k int) { r.raise(&m.msgs, k) }
+
+// raise sets *n, a member's counter, to k if k is higher, and wakes the waiters.
+func (r *roomState) raise(n *int, k int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if k > m.msgs {
-		m.msgs = k
+	if k > *n {
+		*n = k
 		r.cond.Broadcast()
 	}
 }
@@ -288,56 +284,51 @@ func (r *roomState) waitAll(t0 time.Time, max time.Duration, done func(*member) 
 // fillRoom joins the room's clients one after the other; for each join it waits until every
 // member knows of it and records how long that took from the dial.
 func fillRoom(ctx context.Context, c config, proto protocol, room *roomState) ([]time.Duration, error) {
-	var lats []time.Duration
-	for k := 1; k <= room.size; k++ {
-		if ctx.Err() != nil {
-			return lats, ctx.Err()
-		}
+	return steps(ctx, c, room, room.size, "join", func(k int) error {
 		m := &member{user: uuid.New(), k: k}
 		room.mu.Lock()
 		room.index[m.user.String()] = k
 		room.mu.Unlock()
-		t0 := time.Now()
 		if err := proto.dial(ctx, room, m, m.user); err != nil {
-			return lats, fmt.Errorf("join %d of room %s: %w", k, room.id, err)
+			return err
 		}
 		room.mu.Lock()
 		room.members = append(room.members, m)
 		room.mu.Unlock()
 		go readLoop(proto, room, m)
-		ok, err := room.waitAll(t0, c.joinMax, func(m *member) bool { return m.joins >= k })
-		if err != nil {
-			return lats, err
-		}
-		if !ok {
-			return lats, fmt.Errorf("room %s: not every member knew of join %d within %s", room.id, k, c.joinMax)
-		}
-		lats = append(lats, time.Since(t0))
-	}
-	return lats, nil
+		return nil
+	}, func(m *member, k int) bool { return m.joins >= k })
 }
 
 // chatRoom sends c.chat messages, each from a random member once the previous one reached every
 // member, and records for each the time until every member has it.
 func chatRoom(ctx context.Context, c config, proto protocol, room *roomState) ([]time.Duration, error) {
-	var lats []time.Duration
-	for k := 1; k <= c.chat; k++ {
-		if ctx.Err() != nil {
-			return lats, ctx.Err()
-		}
+	return steps(ctx, c, room, c.chat, "message", func(k int) error {
 		room.mu.Lock()
 		from := room.members[rand.IntN(len(room.members))]
 		room.mu.Unlock()
-		t0 := time.Now()
-		if err := proto.chat(room, from, chatText(k)); err != nil {
-			return lats, fmt.Errorf("room %s: send message %d: %w", room.id, k, err)
+		return proto.chat(room, from, chatText(k))
+	}, func(m *member, k int) bool { return m.msgs >= k })
+}
+
+// steps makes n numbered steps (joins, messages) in room one after the other: step k is started,
+// then timed until done(member, k) holds for every member.
+func steps(ctx context.Context, c config, room *roomState, n int, what string, start func(k int) error, done func(m *member, k int) bool) ([]time.Duration, error) {
+	var lats []time.Duration
+	for k := 1; k <= n; k++ {
+		if ctx.Err() != nil {
+			return lats, ctx.Err()
 		}
-		ok, err := room.waitAll(t0, c.joinMax, func(m *member) bool { return m.msgs >= k })
+		t0 := time.Now()
+		if err := start(k); err != nil {
+			return lats, fmt.Errorf("room %s, %s %d: %w", room.id, what, k, err)
+		}
+		ok, err := room.waitAll(t0, c.joinMax, func(m *member) bool { return done(m, k) })
 		if err != nil {
 			return lats, err
 		}
 		if !ok {
-			return lats, fmt.Errorf("room %s: not every member had message %d within %s", room.id, k, c.joinMax)
+			return lats, fmt.Errorf("room %s: not every member knew of %s %d within %s", room.id, what, k, c.joinMax)
 		}
 		lats = append(lats, time.Since(t0))
 	}
