@@ -605,3 +605,15 @@ func (c *Collector) drain() {
 		c.log.Info("presence events spooled at shutdown: replayed at the next start", "events", len(rest))
 	}
 }
+
+// WriteEvents writes events now as one INSERT (the Outbox's writer): when the database rejects
+// some as invalid data, only those are dropped, counted (as for batches from memory). An error
+// means the database did not take the batch: the caller writes it again later (a no-op for rows
+// already there).
+func (c *Collector) WriteEvents(ctx context.Context, events []presencestats.PresenceEvent) error {
+	err := c.write(ctx, events, c.cfg.WriteTimeout)
+	if isDataError(err) {
+		err = c.writeSorting(ctx, events, err)
+	}
+	return err
+}

@@ -46,16 +46,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	// closers run after the HTTP server has stopped, in order.
 	var closers []func(context.Context)
-	// History: the event collector records presence changes; it closes after the hub (below).
-	collector, closeHistory, err := startHistory(ctx, cfg, log, reg, pool)
+	// History: the outbox consumer moves the presence events from Redis to the database; it
+	// closes after the hub (below).
+	instance := instanceID()
+	closeHistory, err := startHistory(ctx, cfg, log, reg, pool, rdb, instance)
 	if err != nil {
 		rdb.Close()
 		pool.Close()
 		return err
 	}
-	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the event
-	// recorder and Redis close.
-	presence := startPresence(cfg, log, reg, rdb, auth, collector)
+	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the history and
+	// Redis close.
+	presence := startPresence(cfg, log, reg, rdb, auth, instance)
 	features = append(features, presence.Hub)
 	closers = append(closers, presence.Close)
 	closers = append(closers, closeHistory)
