@@ -126,16 +126,16 @@ type wsConn struct {
 }
 
 type hubMetrics struct {
-	connections   prometheus.Gauge
-	joins         prometheus.Counter
-	leaves        *prometheus.CounterVec
-	rejoins       prometheus.Counter
-	pushes        prometheus.Counter
-	frames        prometheus.Counter
-	slow          prometheus.Counter
-	cacheHits     prometheus.Counter
-	cacheMisses   prometheus.Counter
-	chat          prometheus.Counter
+	connections prometheus.Gauge
+	joins       prometheus.Counter
+	leaves      *prometheus.CounterVec
+	rejoins     prometheus.Counter
+	pushes      prometheus.Counter
+	frames      prometheus.Counter
+	slow        prometheus.Counter
+	cacheHits   prometheus.Counter
+	cacheMisses prometheus.Counter
+	chat        prometheus.Counter
 }
 
 func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
@@ -144,13 +144,13 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		joins:       prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_joins_total", Help: "Sessions joined (connected events)."}),
 		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presence_leaves_total", Help: "Sessions left, by reason."},
 			[]string{"reason"}),
-		rejoins:       prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_rejoins_total", Help: "Sessions registered again after a Redis outage or an expiry."}),
-		pushes:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_pushes_total", Help: "online_stats pushes to a room's local members (after coalescing)."}),
-		frames:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_ws_frames_sent_total", Help: "Frames queued to WebSocket clients."}),
-		slow:          prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_slow_consumers_total", Help: "Sessions dropped because their send buffer overflowed."}),
-		cacheHits:     prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_hits_total", Help: "Room counts served from the in-process cache."}),
-		cacheMisses:   prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_misses_total", Help: "Room counts read from Redis."}),
-		chat:          prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_chat_messages_total", Help: "Chat messages accepted from clients on this instance."}),
+		rejoins:     prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_rejoins_total", Help: "Sessions registered again after a Redis outage or an expiry."}),
+		pushes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_pushes_total", Help: "online_stats pushes to a room's local members (after coalescing)."}),
+		frames:      prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_ws_frames_sent_total", Help: "Frames queued to WebSocket clients."}),
+		slow:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_slow_consumers_total", Help: "Sessions dropped because their send buffer overflowed."}),
+		cacheHits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_hits_total", Help: "Room counts served from the in-process cache."}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_misses_total", Help: "Room counts read from Redis."}),
+		chat:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_chat_messages_total", Help: "Chat messages accepted from clients on this instance."}),
 	}
 	reg.MustRegister(m.connections, m.joins, m.leaves, m.rejoins, m.pushes, m.frames, m.slow, m.cacheHits, m.cacheMisses, m.chat)
 	return m
