@@ -133,10 +133,7 @@ func NewOutbox(rdb redis.UniversalClient, w EventWriter, cfg OutboxConfig) (*Out
 		done:     make(chan struct{}),
 	}
 	if cfg.Registerer != nil {
-		counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
-			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-				func() float64 { return float64(v.Load()) })
-		}
+		counter := atomicCounter
 		for _, m := range []prometheus.Collector{
 			counter("presence_outbox_events_read_total", "Outbox entries this instance read new.", &o.read),
 			counter("presence_outbox_events_claimed_total", "Outbox entries this instance took over from a consumer that did not acknowledge them within OUTBOX_CLAIM_IDLE.", &o.claimed),

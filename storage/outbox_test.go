@@ -77,13 +77,7 @@ func startOutbox(tb testing.TB, rdb redis.UniversalClient, w storage.EventWriter
 
 func waitUntil(tb testing.TB, within time.Duration, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
-	}
+	waitFor(tb, within, what, func() (bool, error) { return cond(), nil })
 }
 
 // streamState returns the entries left in the room's shard stream and those pending in the group.
