@@ -61,6 +61,17 @@ type PresenceEvent struct {
 	UserAgent string
 }
 
+// Session is one WebSocket connection of a user to a room as the presence store registers it.
+// Its client's IP and user agent are kept with it and stored with each of its events.
+type Session struct {
+	ID, RoomID, UserID uuid.UUID
+	// ConnectedAt is when the session started; zero for a session not registered yet (the store
+	// takes its own time).
+	ConnectedAt time.Time
+	UserIP      netip.Addr // zero when unknown
+	UserAgent   string
+}
+
 // NewID returns a new time-ordered (version 7) UUID, for event and session ids: ids made later
 // sort later, which keeps index inserts local.
 func NewID() uuid.UUID {

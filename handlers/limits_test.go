@@ -151,7 +151,7 @@ func TestConnLimitPerUser(t *testing.T) {
 // failingJoins is a store whose joins fail, as with Redis gone: the session stays (degraded).
 type failingJoins struct{ handlers.PresenceStore }
 
-func (failingJoins) Join(context.Context, uuid.UUID, uuid.UUID, uuid.UUID, time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+func (failingJoins) Join(context.Context, presencestats.Session, bool) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
 	return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, presencestats.Errorf(presencestats.EUNAVAILABLE, "join refused by the test")
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"presencestats"
 	"presencestats/handlers"
 	"presencestats/storage/storagetest"
 )
@@ -117,7 +118,7 @@ func (r *coalesceRig) fence(t *testing.T, ws ...*wsClient) [][]frame {
 // join registers a session that is not a WebSocket member (a change of the room's counts).
 func (r *coalesceRig) join(t *testing.T) {
 	t.Helper()
-	if _, _, err := r.a.store.Join(context.Background(), r.room, uuid.New(), uuid.New(), time.Time{}); err != nil {
+	if _, _, err := r.a.store.Join(context.Background(), presencestats.Session{RoomID: r.room, UserID: uuid.New(), ID: uuid.New()}, true); err != nil {
 		t.Error(err)
 	}
 }

@@ -27,7 +27,8 @@ import (
 
 const presenceSecret = "presence-test-secret-0123456789"
 
-// presenceRecorder is the in-memory event recorder of the tests.
+// presenceRecorder is the in-memory history of the tests: an outbox consumer (storage.Outbox)
+// writes to it the events the presence scripts append to the outbox.
 type presenceRecorder struct {
 	mu  sync.Mutex
 	evs []presencestats.PresenceEvent
@@ -40,6 +41,16 @@ func (r *presenceRecorder) Record(ev presencestats.PresenceEvent) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.evs = append(r.evs, ev)
+	return nil
+}
+
+// WriteEvents is the outbox's writer.
+func (r *presenceRecorder) WriteEvents(_ context.Context, evs []presencestats.PresenceEvent) error {
+	for _, ev := range evs {
+		if err := r.Record(ev); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -77,6 +88,9 @@ type presenceOpts struct {
 	// AfterFunc: its coalescing windows end only when the test advances it.
 	pushInterval time.Duration
 	clock        *fakeClock
+	// rec, when set, is the history of another server on the same prefix, whose outbox consumer
+	// fills it with the events of both (an outbox entry is deleted once written).
+	rec *presenceRecorder
 }
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
@@ -127,7 +141,19 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	rdb.Options().MaxRetries = 0
 	rdb.Options().DialTimeout = 200 * time.Millisecond
 	store := storage.NewPresence(rdb, storage.PresenceOptions{KeyPrefix: o.prefix, TTL: o.ttl})
-	rec := &presenceRecorder{}
+	rec := o.rec
+	var outbox *storage.Outbox
+	if rec == nil {
+		rec = &presenceRecorder{}
+		outbox, err = storage.NewOutbox(rdb, rec, storage.OutboxConfig{
+			KeyPrefix: o.prefix, Consumer: "test-" + uuid.NewString(), PollInterval: 10 * time.Millisecond,
+			ClaimIdle: time.Second, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: testLogger(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = outbox.Run(context.Background()) }()
+	}
 	auth := handlers.NewTokenAuthority(presenceSecret)
 	reg := prometheus.NewRegistry()
 	var hubStore handlers.PresenceStore = store
@@ -141,7 +167,7 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 		capacity = limits.Capacity
 	}
 	hub := handlers.NewHub(handlers.HubConfig{
-		Store: hubStore, Recorder: rec, Auth: auth, Registry: reg, Logger: testLogger(),
+		Store: hubStore, Auth: auth, Registry: reg, Logger: testLogger(),
 		AllowedOrigins: o.origins, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
 		StatsPushInterval: o.pushInterval, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
@@ -158,6 +184,9 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		hub.Close(ctx)
+		if outbox != nil {
+			_ = outbox.Close(ctx)
+		}
 		rdb.Close()
 	})
 	return s

@@ -20,8 +20,8 @@ type lostJoinReply struct {
 	lost atomic.Bool
 }
 
-func (s *lostJoinReply) Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-	ev, st, err := s.PresenceStore.Join(ctx, room, user, session, connectedAt)
+func (s *lostJoinReply) Join(ctx context.Context, sess presencestats.Session, record bool) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+	ev, st, err := s.PresenceStore.Join(ctx, sess, record)
 	if err == nil && s.lost.CompareAndSwap(false, true) {
 		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, presencestats.Wrap(presencestats.EUNAVAILABLE,
 			fmt.Errorf("presence join: %w", context.DeadlineExceeded), "presence store unavailable")

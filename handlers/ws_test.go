@@ -233,14 +233,14 @@ type joinGate struct {
 	open chan struct{}
 }
 
-func (g *joinGate) Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-	if user == g.user {
+func (g *joinGate) Join(ctx context.Context, s presencestats.Session, record bool) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+	if s.UserID == g.user {
 		select {
 		case <-g.open:
 		case <-ctx.Done():
 		}
 	}
-	return g.PresenceStore.Join(ctx, room, user, session, connectedAt)
+	return g.PresenceStore.Join(ctx, s, record)
 }
 
 // The room's pushes made while a client is still joining do not reach it: its first online_stats
@@ -427,7 +427,7 @@ func TestWSChatRateLimit(t *testing.T) {
 func TestWSSlowConsumerIsDropped(t *testing.T) {
 	prefix := storagetest.KeyPrefix(t)
 	s := newPresenceServer(t, presenceOpts{prefix: prefix, sendBuffer: 8})
-	other := newPresenceServer(t, presenceOpts{prefix: prefix, chatRate: 100000})
+	other := newPresenceServer(t, presenceOpts{prefix: prefix, chatRate: 100000, rec: s.rec})
 	room := uuid.New()
 	// The slow client: a raw connection whose frames nobody reads.
 	slow, _, err := websocket.DefaultDialer.Dial(wsURL(s.URL, room.String())+"?access_token="+s.token(t, uuid.New()), nil)
@@ -464,9 +464,9 @@ func TestHubCloseShutsDownSessions(t *testing.T) {
 			t.Errorf("close code %d, want 1001", got)
 		}
 	}
-	if got := s.rec.count(presencestats.EventDisconnected, presencestats.ReasonServerShutdown); got != 2 {
-		t.Errorf("%d server_shutdown events, want 2", got)
-	}
+	eventually(t, 5*time.Second, "2 server_shutdown events", func() bool {
+		return s.rec.count(presencestats.EventDisconnected, presencestats.ReasonServerShutdown) == 2
+	})
 	st, err := s.store.Counts(ctx, room)
 	if err != nil {
 		t.Fatal(err)
@@ -526,7 +526,7 @@ func TestWSStatsCoalesced(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, _, err := s.store.Join(context.Background(), room, uuid.New(), uuid.New(), time.Time{}); err != nil {
+			if _, _, err := s.store.Join(context.Background(), presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New()}, true); err != nil {
 				t.Error(err)
 			}
 		}()

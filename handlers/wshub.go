@@ -18,28 +18,23 @@ import (
 	"presencestats"
 )
 
-// PresenceStore is the live presence the hub needs (storage.Presence). Errors: EUNAVAILABLE when
-// the store cannot be reached; Leave returns ENOTFOUND for a session that is not there.
+// PresenceStore is the live presence the hub needs (storage.Presence). It records the presence
+// events of the changes it applies (joins with record set, leaves, the heartbeats asked for) in
+// the same step, so the hub records nothing itself. Errors: EUNAVAILABLE when the store cannot
+// be reached; Leave returns ENOTFOUND for a session that is not there.
 type PresenceStore interface {
-	Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error)
-	Leave(ctx context.Context, room, session uuid.UUID) (presencestats.PresenceEvent, presencestats.OnlineStats, error)
-	Touch(ctx context.Context, room uuid.UUID, sessions []uuid.UUID) (presencestats.OnlineStats, []uuid.UUID, error)
+	Join(ctx context.Context, s presencestats.Session, record bool) (presencestats.PresenceEvent, presencestats.OnlineStats, error)
+	Leave(ctx context.Context, room, session uuid.UUID, reason string) (presencestats.PresenceEvent, presencestats.OnlineStats, error)
+	Touch(ctx context.Context, room uuid.UUID, sessions, heartbeats []uuid.UUID) (presencestats.OnlineStats, []uuid.UUID, error)
 	Counts(ctx context.Context, rooms ...uuid.UUID) ([]presencestats.OnlineStats, error)
 	Publish(ctx context.Context, room uuid.UUID, payload []byte) error
 	Ping(ctx context.Context) error
 	Listen(ctx context.Context, onStats func(presencestats.OnlineStats), onMessage func(room uuid.UUID, payload []byte), onState func(up bool)) error
 }
 
-// EventRecorder takes presence events for the history without waiting (storage.Collector);
-// it returns an error only for an event that cannot be stored.
-type EventRecorder interface {
-	Record(ev presencestats.PresenceEvent) error
-}
-
 // HubConfig is what the real-time presence feature needs; cmd fills it from Config.
 type HubConfig struct {
 	Store    PresenceStore
-	Recorder EventRecorder
 	Auth     *TokenAuthority
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
@@ -124,7 +119,7 @@ type wsConn struct {
 	stateMu     sync.Mutex
 	inStore     bool // the store has (or had, before an outage) this session
 	joinUnsure  bool // a join timed out: Redis may have applied it after all (a stall)
-	recorded    bool // its connected event was recorded
+	recorded    bool // its connected event was recorded (by the store's join)
 	left        bool
 	reason      string // why it ended, when not "closed"
 	lastHBEvent time.Time
@@ -136,17 +131,16 @@ type wsConn struct {
 }
 
 type hubMetrics struct {
-	connections   prometheus.Gauge
-	joins         prometheus.Counter
-	leaves        *prometheus.CounterVec
-	rejoins       prometheus.Counter
-	pushes        prometheus.Counter
-	frames        prometheus.Counter
-	slow          prometheus.Counter
-	cacheHits     prometheus.Counter
-	cacheMisses   prometheus.Counter
-	eventsRefused prometheus.Counter
-	chat          prometheus.Counter
+	connections prometheus.Gauge
+	joins       prometheus.Counter
+	leaves      *prometheus.CounterVec
+	rejoins     prometheus.Counter
+	pushes      prometheus.Counter
+	frames      prometheus.Counter
+	slow        prometheus.Counter
+	cacheHits   prometheus.Counter
+	cacheMisses prometheus.Counter
+	chat        prometheus.Counter
 }
 
 func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
@@ -155,16 +149,15 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		joins:       prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_joins_total", Help: "Sessions joined (connected events)."}),
 		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presence_leaves_total", Help: "Sessions left, by reason."},
 			[]string{"reason"}),
-		rejoins:       prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_rejoins_total", Help: "Sessions registered again after a Redis outage or an expiry."}),
-		pushes:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_pushes_total", Help: "online_stats pushes to a room's local members (after coalescing)."}),
-		frames:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_ws_frames_sent_total", Help: "Frames queued to WebSocket clients."}),
-		slow:          prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_slow_consumers_total", Help: "Sessions dropped because their send buffer overflowed."}),
-		cacheHits:     prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_hits_total", Help: "Room counts served from the in-process cache."}),
-		cacheMisses:   prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_misses_total", Help: "Room counts read from Redis."}),
-		eventsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_events_refused_total", Help: "Presence events the recorder refused."}),
-		chat:          prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_chat_messages_total", Help: "Chat messages accepted from clients on this instance."}),
+		rejoins:     prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_rejoins_total", Help: "Sessions registered again after a Redis outage or an expiry."}),
+		pushes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_pushes_total", Help: "online_stats pushes to a room's local members (after coalescing)."}),
+		frames:      prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_ws_frames_sent_total", Help: "Frames queued to WebSocket clients."}),
+		slow:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_slow_consumers_total", Help: "Sessions dropped because their send buffer overflowed."}),
+		cacheHits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_hits_total", Help: "Room counts served from the in-process cache."}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_stats_cache_misses_total", Help: "Room counts read from Redis."}),
+		chat:        prometheus.NewCounter(prometheus.CounterOpts{Name: "presence_chat_messages_total", Help: "Chat messages accepted from clients on this instance."}),
 	}
-	reg.MustRegister(m.connections, m.joins, m.leaves, m.rejoins, m.pushes, m.frames, m.slow, m.cacheHits, m.cacheMisses, m.eventsRefused, m.chat)
+	reg.MustRegister(m.connections, m.joins, m.leaves, m.rejoins, m.pushes, m.frames, m.slow, m.cacheHits, m.cacheMisses, m.chat)
 	return m
 }
 
@@ -256,16 +249,13 @@ func connOf(s *melody.Session) *wsConn {
 	return c
 }
 
-func (h *Hub) record(ev presencestats.PresenceEvent) {
-	if err := h.cfg.Recorder.Record(ev); err != nil {
-		h.metrics.eventsRefused.Inc()
-		h.log.Error("presence event refused", "err", err, "type", ev.Type, "session_id", ev.SessionID)
+// session is c as the store registers it.
+func (c *wsConn) session() presencestats.Session {
+	s := presencestats.Session{ID: c.id, RoomID: c.room, UserID: c.user, UserIP: c.ip, UserAgent: c.ua}
+	if c.recorded {
+		s.ConnectedAt = c.connectedAt
 	}
-}
-
-func (c *wsConn) event(ev presencestats.PresenceEvent) presencestats.PresenceEvent {
-	ev.UserIP, ev.UserAgent = c.ip, c.ua
-	return ev
+	return s
 }
 
 // storeCtx bounds one presence-store call made on behalf of a session. A call that fails marks
@@ -366,11 +356,10 @@ func (h *Hub) joinLocked(c *wsConn, expired bool) (presencestats.OnlineStats, bo
 func (h *Hub) register(c *wsConn, expired bool) (presencestats.OnlineStats, bool) {
 	ctx, cancel := storeCtx()
 	defer cancel()
-	connected := time.Time{}
-	if c.recorded {
-		connected = c.connectedAt
-	}
-	ev, st, err := h.cfg.Store.Join(ctx, c.room, c.user, c.id, connected)
+	// The store records the connected event of a new session when asked: the first time, and
+	// when the session had been expired (with a timeout event). Not after a Redis outage: the
+	// history never saw those sessions end.
+	ev, st, err := h.cfg.Store.Join(ctx, c.session(), !c.recorded || expired)
 	if err != nil {
 		if outcomeUnknown(err) {
 			c.joinUnsure = true
@@ -380,22 +369,12 @@ func (h *Hub) register(c *wsConn, expired bool) (presencestats.OnlineStats, bool
 	}
 	c.inStore, c.joinUnsure = true, false
 	if !c.recorded {
-		if ev.Type != presencestats.EventConnected {
-			// An earlier join reached Redis but its answer was lost, and Redis does not have that
-			// join's event (a session registered by an older version): its online delta is
-			// unknown; 0 is recorded. (Otherwise Join returns that join's connected event.)
-			ev.Type = presencestats.EventConnected
-		}
+		// Recorded by this join, or by an earlier one whose answer was lost (Join returns that
+		// join's event then).
 		c.recorded = true
 		c.connectedAt = ev.TS
 		c.lastHBEvent = h.now()
 		h.metrics.joins.Inc()
-		h.record(c.event(ev))
-	} else if expired && ev.Type == presencestats.EventConnected {
-		// It had been expired (with a timeout event) while this instance was stalled: it is a
-		// new connection as far as the history is concerned.
-		h.metrics.rejoins.Inc()
-		h.record(c.event(ev))
 	} else {
 		h.metrics.rejoins.Inc()
 	}
@@ -455,13 +434,11 @@ func (h *Hub) leaveLocked(c *wsConn, reason string) bool {
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
-	ev, st, err := h.cfg.Store.Leave(ctx, c.room, c.id)
+	_, st, err := h.cfg.Store.Leave(ctx, c.room, c.id, reason)
 	switch {
-	case err == nil:
+	case err == nil: // its disconnected event is recorded by the store
 		c.inStore = false
-		ev.Reason = reason
 		h.metrics.leaves.WithLabelValues(reason).Inc()
-		h.record(c.event(ev))
 		h.applyStats(st)
 	case presencestats.ErrorCode(err) == presencestats.ENOTFOUND:
 		// Expired by a sweeper (its timeout event is recorded) or lost with Redis's data.
@@ -735,11 +712,19 @@ func (h *Hub) beat(ctx context.Context) {
 	h.mu.Unlock()
 	for room, conns := range byRoom {
 		ids := make([]uuid.UUID, 0, len(conns))
+		var beats []uuid.UUID // those whose heartbeat event is due: the store records it
+		now := h.now()
 		for _, c := range conns {
 			ids = append(ids, c.id)
+			c.stateMu.Lock()
+			if !c.left && c.inStore && now.Sub(c.lastHBEvent) >= h.cfg.HeartbeatEventInterval {
+				c.lastHBEvent = now
+				beats = append(beats, c.id)
+			}
+			c.stateMu.Unlock()
 		}
 		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, missing, err := h.cfg.Store.Touch(tctx, room, ids)
+		st, missing, err := h.cfg.Store.Touch(tctx, room, ids, beats)
 		cancel()
 		if err != nil {
 			h.markDown(err)
@@ -750,19 +735,10 @@ func (h *Hub) beat(ctx context.Context) {
 		for _, id := range missing {
 			gone[id] = true
 		}
-		now := h.now()
 		for _, c := range conns {
 			c.stateMu.Lock()
-			switch {
-			case c.left || !c.inStore:
-			case gone[c.id]:
+			if !c.left && c.inStore && gone[c.id] {
 				h.joinLocked(c, true)
-			case now.Sub(c.lastHBEvent) >= h.cfg.HeartbeatEventInterval:
-				c.lastHBEvent = now
-				h.record(c.event(presencestats.PresenceEvent{
-					EventID: presencestats.NewID(), TS: st.Timestamp, RoomID: room, UserID: c.user, SessionID: c.id,
-					Type: presencestats.EventHeartbeat, OnlineAfter: int(st.OnlineCount),
-				}))
 			}
 			c.stateMu.Unlock()
 		}

@@ -138,10 +138,7 @@ func NewCollector(pool *pgxpool.Pool, cfg CollectorConfig) (*Collector, error) {
 		}
 	}
 	if cfg.Registerer != nil {
-		counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
-			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-				func() float64 { return float64(v.Load()) })
-		}
+		counter := atomicCounter
 		for _, m := range []prometheus.Collector{
 			counter("presence_events_recorded_total", "Presence events accepted by Record.", &c.recorded),
 			counter("presence_events_written_total", "Presence events sent to the database in successful batches.", &c.written),
@@ -166,6 +163,12 @@ func NewCollector(pool *pgxpool.Pool, cfg CollectorConfig) (*Collector, error) {
 		}
 	}
 	return c, nil
+}
+
+// atomicCounter exports v as a Prometheus counter.
+func atomicCounter(name, help string, v *atomic.Int64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+		func() float64 { return float64(v.Load()) })
 }
 
 // Counts returns the counters (the same numbers as the metrics).
@@ -604,4 +607,16 @@ func (c *Collector) drain() {
 	if c.toSpool(rest) {
 		c.log.Info("presence events spooled at shutdown: replayed at the next start", "events", len(rest))
 	}
+}
+
+// WriteEvents writes events now as one INSERT (the Outbox's writer): when the database rejects
+// some as invalid data, only those are dropped, counted (as for batches from memory). An error
+// means the database did not take the batch: the caller writes it again later (a no-op for rows
+// already there).
+func (c *Collector) WriteEvents(ctx context.Context, events []presencestats.PresenceEvent) error {
+	err := c.write(ctx, events, c.cfg.WriteTimeout)
+	if isDataError(err) {
+		err = c.writeSorting(ctx, events, err)
+	}
+	return err
 }

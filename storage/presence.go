@@ -37,15 +37,20 @@ func mustScript(name string, before ...string) *redis.Script {
 type PresenceOptions struct {
 	KeyPrefix  string        // REDIS_KEY_PREFIX
 	TTL        time.Duration // PRESENCE_TTL: a session without heartbeat for this long is expired
-	InstanceID string        // stored with each session, for operators (which instance holds it)
-	Logger     *slog.Logger
+	InstanceID string        // stored with each session and event, for operators (which instance made it)
+	// OutboxMaxEvents bounds the outbox streams (OUTBOX_MAX_EVENTS, all shards together): past it
+	// the oldest events are dropped, and counted (see outbox.lua). 0: unbounded.
+	OutboxMaxEvents int64
+	Logger          *slog.Logger
 }
 
 // Presence is the live presence of rooms in Redis: which sessions are open, by which users, and
 // the counts derived from them. Every change goes through one Lua script (storage/lua) so that it
 // is atomic, returns the new counts and the online delta in one round trip, carries the time of
 // Redis (TIME) as its timestamp, and publishes the room's new counts on the room's channel in the
-// same step. The key layout is in rediskeys.go.
+// same step, and appends the event it made to the shard's outbox stream, which the collectors
+// of every instance write to the history (Outbox): an event exists exactly when Redis applied
+// its change, whichever process dies when. The key layout is in rediskeys.go.
 //
 // Errors talking to Redis are returned as EUNAVAILABLE.
 type Presence struct {
@@ -54,7 +59,7 @@ type Presence struct {
 	ttl      time.Duration
 	instance string
 	log      *slog.Logger
-	cluster  bool // Redis Cluster: scripts touch one room's slot only
+	bound    int64 // MAXLEN of each shard's stream; 0: none
 
 	join, leave, touch, expire, counts *redis.Script
 }
@@ -69,16 +74,25 @@ func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
 	}
 	return &Presence{
 		rdb: rdb, keys: redisKeys{prefix: opt.KeyPrefix}, ttl: opt.TTL, instance: opt.InstanceID, log: opt.Logger,
-		cluster: isCluster(rdb),
-		join:    mustScript("join.lua", "clock.lua"), leave: mustScript("leave.lua", "clock.lua"),
-		touch: mustScript("touch.lua", "clock.lua"), expire: mustScript("expire.lua", "clock.lua"),
+		bound: outboxShardBound(opt.OutboxMaxEvents),
+		join:  mustScript("join.lua", "clock.lua", "outbox.lua"), leave: mustScript("leave.lua", "clock.lua", "outbox.lua"),
+		touch: mustScript("touch.lua", "clock.lua", "outbox.lua"), expire: mustScript("expire.lua", "clock.lua", "outbox.lua"),
 		counts: mustScript("counts.lua"),
 	}
 }
 
-func isCluster(rdb redis.UniversalClient) bool {
-	_, ok := rdb.(*redis.ClusterClient)
-	return ok
+// outboxShardBound is the MAXLEN of one shard's stream for a bound of all shards together.
+func outboxShardBound(total int64) int64 {
+	if total <= 0 {
+		return 0
+	}
+	return max(1, (total+Shards-1)/Shards)
+}
+
+// scriptArgs returns the arguments every presence script takes first (outbox.lua), then extra.
+// The event id base is new for each call: the events of one call are base + 0, base + 1, ...
+func (p *Presence) scriptArgs(room uuid.UUID, base uuid.UUID, extra ...any) []any {
+	return append([]any{p.bound, base.String(), p.instance, room.String(), p.keys.channel(room)}, extra...)
 }
 
 // TTL returns PRESENCE_TTL.
@@ -171,25 +185,34 @@ func (r *reply) uuid(i int) uuid.UUID {
 
 func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
-// Join opens session for user in room, or refreshes it when it is already there. connectedAt is
-// when the session started; zero means now (Redis time). The returned event is the connected
-// event with TS, OnlineAfter and OnlineDelta set (EventID set; client data left to the caller).
-// When the session was already in the room nothing changed but its deadline: the event then has
-// Type heartbeat and OnlineDelta 0, and must not be recorded as a connection; except for a caller
-// that has not recorded its connection yet (connectedAt zero), whose reply to an earlier join of
-// the session was lost after Redis applied it: it gets that join's connected event (its time,
-// delta and count), to record now.
-func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, connectedAt time.Time) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+// Join opens session s in its room, or refreshes it when it is already there. With record set
+// and the session new in Redis, its connected event is appended to the outbox in the same step
+// (see Outbox): set it for a session not registered before (s.ConnectedAt zero) and for one that
+// a sweeper expired (its timeout event is recorded); not for one registered again after Redis
+// lost it, whose connection is recorded already. The returned event is that connected event
+// (TS, OnlineAfter, OnlineDelta; EventID as in the outbox), for the caller's information.
+// When the session was already in the room nothing changed but its deadline and nothing is
+// recorded: the event then has Type heartbeat and OnlineDelta 0; except for a caller that has
+// not seen its connection yet (s.ConnectedAt zero), whose reply to an earlier join of the
+// session was lost after Redis applied it (and recorded it): it gets that join's connected event
+// (its time, delta and count).
+func (p *Presence) Join(ctx context.Context, s presencestats.Session, record bool) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
 	var connected int64
-	if !connectedAt.IsZero() {
-		connected = connectedAt.UnixMicro()
+	if !s.ConnectedAt.IsZero() {
+		connected = s.ConnectedAt.UnixMicro()
 	}
-	keys := p.keys.room(room)
-	if !p.cluster {
-		keys = append(keys, p.keys.rooms())
+	rec := 0
+	if record {
+		rec = 1
 	}
-	vals, err := p.run(ctx, p.join, keys,
-		[]any{session.String(), user.String(), p.ttl.Milliseconds(), p.instance, connected, p.keys.channel(room), room.String()})
+	ip := ""
+	if s.UserIP.IsValid() {
+		ip = s.UserIP.String()
+	}
+	base := presencestats.NewID()
+	room := s.RoomID
+	vals, err := p.run(ctx, p.join, p.keys.room(room), p.scriptArgs(room, base,
+		s.ID.String(), s.UserID.String(), p.ttl.Milliseconds(), connected, rec, ip, storableText(s.UserAgent)))
 	if err != nil {
 		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence join", err)
 	}
@@ -198,26 +221,15 @@ func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, conn
 	if r.err != nil {
 		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, fmt.Errorf("presence join: %w", r.err)
 	}
-	if sessions == 1 && p.cluster {
-		// The room was empty, so it may be missing from the sweeper's index: add it with this
-		// session's deadline. A room with sessions is always indexed with a score at most its
-		// earliest deadline (see reindex), and a later join's deadline is later. On a single
-		// Redis the script does this itself; on Cluster the index is in another slot.
-		deadline := r.int(5)
-		if err := p.rdb.ZAddLT(ctx, p.keys.rooms(), redis.Z{Score: float64(deadline), Member: room.String()}).Err(); err != nil {
-			return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence join: index room", err)
-		}
-	}
 	stats := presencestats.OnlineStats{RoomID: room, OnlineCount: online, SessionCount: sessions, Timestamp: ts}
 	ev := presencestats.PresenceEvent{
-		EventID: presencestats.NewID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
+		EventID: base, TS: ts, RoomID: room, UserID: s.UserID, SessionID: s.ID,
 		Type: presencestats.EventConnected, OnlineAfter: int(online), OnlineDelta: int(delta),
+		UserIP: s.UserIP, UserAgent: s.UserAgent,
 	}
 	if existed == 1 {
 		ev.Type, ev.OnlineDelta = presencestats.EventHeartbeat, 0
-		// A caller that has not recorded the connection lost the reply to an earlier join that
-		// Redis applied: it gets that join's connected event, as it happened.
-		if joinedAt, joinedDelta, joinedOnline := r.int(6), r.int(7), r.int(8); connectedAt.IsZero() && joinedAt > 0 && r.err == nil {
+		if joinedAt, joinedDelta, joinedOnline := r.int(6), r.int(7), r.int(8); s.ConnectedAt.IsZero() && joinedAt > 0 && r.err == nil {
 			ev.Type, ev.TS = presencestats.EventConnected, microTime(joinedAt)
 			ev.OnlineDelta, ev.OnlineAfter = int(joinedDelta), int(joinedOnline)
 		}
@@ -225,12 +237,14 @@ func (p *Presence) Join(ctx context.Context, room, user, session uuid.UUID, conn
 	return ev, stats, nil
 }
 
-// Leave closes session in room. The returned event is the disconnected event with TS, UserID,
-// SessionSeconds, OnlineAfter and OnlineDelta set (Reason and client data are the caller's).
-// ENOTFOUND when the session is not in the room (already expired, or lost with Redis's data);
-// the counts are returned then too.
-func (p *Presence) Leave(ctx context.Context, room, session uuid.UUID) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-	vals, err := p.run(ctx, p.leave, p.keys.room(room), []any{session.String(), p.keys.channel(room)})
+// Leave closes session in room, and appends its disconnected event (with reason) to the outbox
+// in the same step. The returned event is that event (TS, UserID, SessionSeconds, OnlineAfter,
+// OnlineDelta, Reason; EventID as in the outbox). ENOTFOUND when the session is not in the room
+// (already expired, or lost with Redis's data): nothing is recorded then; the counts are
+// returned too.
+func (p *Presence) Leave(ctx context.Context, room, session uuid.UUID, reason string) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
+	base := presencestats.NewID()
+	vals, err := p.run(ctx, p.leave, p.keys.room(room), p.scriptArgs(room, base, session.String(), reason))
 	if err != nil {
 		return presencestats.PresenceEvent{}, presencestats.OnlineStats{}, unavailable("presence leave", err)
 	}
@@ -249,9 +263,9 @@ func (p *Presence) Leave(ctx context.Context, room, session uuid.UUID) (presence
 		return presencestats.PresenceEvent{}, stats, fmt.Errorf("presence leave: %w", r.err)
 	}
 	return presencestats.PresenceEvent{
-		EventID: presencestats.NewID(), TS: ts, RoomID: room, UserID: user, SessionID: session,
+		EventID: base, TS: ts, RoomID: room, UserID: user, SessionID: session,
 		Type: presencestats.EventDisconnected, OnlineAfter: int(online), OnlineDelta: int(delta),
-		SessionSeconds: sessionSeconds(connected, ts),
+		SessionSeconds: sessionSeconds(connected, ts), Reason: reason,
 	}, stats, nil
 }
 
@@ -262,16 +276,28 @@ func sessionSeconds(connectedUS int64, end time.Time) float64 {
 	return max(0, float64(end.UnixMicro()-connectedUS)/1e6)
 }
 
-// Touch moves the deadline of sessions in room to now + TTL (their heartbeat) and returns the
-// room's counts and the sessions that are no longer there (expired by a sweeper, or lost with
-// Redis's data): the caller joins those again.
-func (p *Presence) Touch(ctx context.Context, room uuid.UUID, sessions []uuid.UUID) (presencestats.OnlineStats, []uuid.UUID, error) {
-	args := make([]any, 0, len(sessions)+1)
-	args = append(args, p.ttl.Milliseconds())
-	for _, s := range sessions {
-		args = append(args, s.String())
+// Touch moves the deadline of sessions in room to now + TTL (their heartbeat), appends a
+// heartbeat event to the outbox for each of heartbeats (a subset of sessions) still there, and
+// returns the room's counts and the sessions that are no longer there (expired by a sweeper, or
+// lost with Redis's data): the caller joins those again.
+func (p *Presence) Touch(ctx context.Context, room uuid.UUID, sessions, heartbeats []uuid.UUID) (presencestats.OnlineStats, []uuid.UUID, error) {
+	beat := make(map[uuid.UUID]bool, len(heartbeats))
+	for _, s := range heartbeats {
+		beat[s] = true
 	}
-	vals, err := p.run(ctx, p.touch, p.keys.room(room), args)
+	ids := make([]any, 0, len(sessions)+2)
+	ids = append(ids, p.ttl.Milliseconds(), 0)
+	for _, s := range heartbeats { // the first k ids are those recorded
+		ids = append(ids, s.String())
+	}
+	k := len(ids) - 2
+	ids[1] = k
+	for _, s := range sessions {
+		if !beat[s] {
+			ids = append(ids, s.String())
+		}
+	}
+	vals, err := p.run(ctx, p.touch, p.keys.room(room), p.scriptArgs(room, presencestats.NewID(), ids...))
 	if err != nil {
 		return presencestats.OnlineStats{}, nil, unavailable("presence touch", err)
 	}
@@ -326,16 +352,17 @@ func (p *Presence) Counts(ctx context.Context, rooms ...uuid.UUID) ([]presencest
 }
 
 // Expire removes the sessions of room whose deadline has passed (at most limit of them) and
-// returns one disconnected event (reason timeout) per removed session, in the order of removal,
-// and the room's counts after. Safe with any number of sweepers: a session is removed, and its
-// event returned, by exactly one call.
+// returns one disconnected event (reason timeout) per removed session, in the order of removal
+// (appended to the outbox in the same step), and the room's counts after. Safe with any number
+// of sweepers: a session is removed, and its event made, by exactly one call.
 func (p *Presence) Expire(ctx context.Context, room uuid.UUID, limit int) ([]presencestats.PresenceEvent, presencestats.OnlineStats, error) {
 	evs, stats, _, err := p.expireRoom(ctx, room, limit)
 	return evs, stats, err
 }
 
 func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([]presencestats.PresenceEvent, presencestats.OnlineStats, int64, error) {
-	vals, err := p.run(ctx, p.expire, p.keys.room(room), []any{limit, p.keys.channel(room)})
+	base := presencestats.NewID()
+	vals, err := p.run(ctx, p.expire, p.keys.room(room), p.scriptArgs(room, base, limit))
 	if err != nil {
 		return nil, presencestats.OnlineStats{}, 0, unavailable("presence expire", err)
 	}
@@ -349,7 +376,7 @@ func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([
 		// the count after the last of them is the one the aggregates keep.
 		session, user, connected, at := r.uuid(i), r.uuid(i+1), r.int(i+2), microTime(r.int(i+5))
 		evs = append(evs, presencestats.PresenceEvent{
-			EventID: presencestats.NewID(), TS: at, RoomID: room, UserID: user, SessionID: session,
+			EventID: outboxEventID(base, len(evs)), TS: at, RoomID: room, UserID: user, SessionID: session,
 			Type: presencestats.EventDisconnected, OnlineDelta: int(r.int(i + 3)), OnlineAfter: int(r.int(i + 4)),
 			SessionSeconds: sessionSeconds(connected, at), Reason: presencestats.ReasonTimeout,
 		})
@@ -360,62 +387,44 @@ func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([
 	return evs, stats, next, nil
 }
 
-// Sweep expires the overdue sessions of every room that may have some (the rooms index) and
-// returns their events. Several instances may sweep at once: each session is expired once.
+// Sweep expires the overdue sessions of every room that may have some (the rooms index, one
+// part per shard, read in one pipelined round trip) and returns their events (appended to the
+// outbox by the expire script). Several instances may sweep at once: each session is expired
+// once.
 func (p *Presence) Sweep(ctx context.Context, limit int) ([]presencestats.PresenceEvent, error) {
 	now, err := p.rdb.Time(ctx).Result()
 	if err != nil {
 		return nil, unavailable("presence sweep: read time", err)
 	}
-	due, err := p.rdb.ZRangeByScore(ctx, p.keys.rooms(), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit),
-	}).Result()
-	if err != nil {
+	pipe := p.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, Shards)
+	for shard := range Shards {
+		cmds[shard] = pipe.ZRangeByScore(ctx, p.keys.rooms(shard), &redis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit),
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, unavailable("presence sweep: read rooms", err)
 	}
 	var all []presencestats.PresenceEvent
-	for _, member := range due {
-		room, err := uuid.Parse(member)
-		if err != nil {
-			p.log.WarnContext(ctx, "presence sweep: dropping bad member of the rooms index", "member", member)
-			p.rdb.ZRem(ctx, p.keys.rooms(), member)
-			continue
-		}
-		evs, _, next, err := p.expireRoom(ctx, room, limit)
-		all = append(all, evs...)
-		if err != nil {
-			return all, err
-		}
-		if err := p.reindex(ctx, room, next); err != nil {
-			return all, err
+	for shard, cmd := range cmds {
+		for _, member := range cmd.Val() {
+			room, err := uuid.Parse(member)
+			if err != nil {
+				p.log.WarnContext(ctx, "presence sweep: dropping bad member of the rooms index", "member", member)
+				p.rdb.ZRem(ctx, p.keys.rooms(shard), member)
+				continue
+			}
+			// The expire script also moves the room's index score to its next deadline, or
+			// removes the room when it is empty, in the same step.
+			evs, _, _, err := p.expireRoom(ctx, room, limit)
+			all = append(all, evs...)
+			if err != nil {
+				return all, err
+			}
 		}
 	}
 	return all, nil
-}
-
-// reindex sets the room's score in the sweeper's index to its next deadline, or removes an empty
-// room. The index is another slot than the room, so this cannot be in the script; a join racing
-// with the removal is caught by reading the room again after removing it.
-func (p *Presence) reindex(ctx context.Context, room uuid.UUID, next int64) error {
-	if next >= 0 {
-		if err := p.rdb.ZAdd(ctx, p.keys.rooms(), redis.Z{Score: float64(next), Member: room.String()}).Err(); err != nil {
-			return unavailable("presence sweep: reindex room", err)
-		}
-		return nil
-	}
-	if err := p.rdb.ZRem(ctx, p.keys.rooms(), room.String()).Err(); err != nil {
-		return unavailable("presence sweep: unindex room", err)
-	}
-	n, err := p.rdb.ZCard(ctx, p.keys.room(room)[0]).Result()
-	if err != nil {
-		return unavailable("presence sweep: recheck room", err)
-	}
-	if n > 0 { // a session joined meanwhile: keep the room indexed, checked at the next sweep
-		if err := p.rdb.ZAddLT(ctx, p.keys.rooms(), redis.Z{Score: 0, Member: room.String()}).Err(); err != nil {
-			return unavailable("presence sweep: reindex room", err)
-		}
-	}
-	return nil
 }
 
 // Publish sends a chat message (JSON) to the room's channel, to every instance.

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"presencestats"
 	"presencestats/storage"
 	"presencestats/storage/storagetest"
 )
@@ -38,11 +39,11 @@ func BenchmarkPresenceJoinLeave(b *testing.B) {
 		for pb.Next() {
 			room := rooms[next.Add(1)%int64(len(rooms))]
 			s := uuid.New()
-			if _, _, err := p.Join(ctx, room, uuid.New(), s, time.Time{}); err != nil {
+			if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: s}, true); err != nil {
 				b.Error(err)
 				return
 			}
-			if _, _, err := p.Leave(ctx, room, s); err != nil {
+			if _, _, err := p.Leave(ctx, room, s, presencestats.ReasonClosed); err != nil {
 				b.Error(err)
 				return
 			}

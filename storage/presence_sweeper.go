@@ -7,22 +7,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"presencestats"
 )
 
-// EventRecorder takes presence events for the history without waiting (storage.Collector).
-// It returns an error only for an event that cannot be stored.
-type EventRecorder interface {
-	Record(ev presencestats.PresenceEvent) error
-}
-
 // Sweeper expires zombie sessions (no heartbeat for PRESENCE_TTL: a vanished client, or an
-// instance that died) every SWEEP_INTERVAL, and records one timeout event per expired session.
+// instance that died) every SWEEP_INTERVAL; the expire script appends one timeout event per
+// expired session to the outbox.
 // Every instance runs one; Presence.Sweep makes that safe.
 type Sweeper struct {
 	presence *Presence
-	recorder EventRecorder
 	interval time.Duration
 	log      *slog.Logger
 	expired  prometheus.Counter
@@ -33,9 +25,9 @@ type Sweeper struct {
 }
 
 // NewSweeper returns a sweeper; Start runs it.
-func NewSweeper(p *Presence, rec EventRecorder, interval time.Duration, log *slog.Logger, reg prometheus.Registerer) *Sweeper {
+func NewSweeper(p *Presence, interval time.Duration, log *slog.Logger, reg prometheus.Registerer) *Sweeper {
 	s := &Sweeper{
-		presence: p, recorder: rec, interval: interval, log: log,
+		presence: p, interval: interval, log: log,
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_expired_sessions_total", Help: "Sessions expired by this instance's sweeper (no heartbeat for PRESENCE_TTL).",
 		}),
@@ -63,17 +55,12 @@ func (s *Sweeper) Start() {
 	}()
 }
 
-// SweepOnce expires what is due now and records the events; it returns how many sessions it
-// expired. Errors are logged: the next tick tries again.
+// SweepOnce expires what is due now (their events go to the outbox in the same step); it returns
+// how many sessions it expired. Errors are logged: the next tick tries again.
 func (s *Sweeper) SweepOnce(ctx context.Context) int {
 	sctx, cancel := context.WithTimeout(ctx, s.interval)
 	defer cancel()
 	evs, err := s.presence.Sweep(sctx, 1000)
-	for _, ev := range evs {
-		if err := s.recorder.Record(ev); err != nil {
-			s.log.Error("presence sweep: event refused", "err", err, "session_id", ev.SessionID)
-		}
-	}
 	s.expired.Add(float64(len(evs)))
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("presence sweep", "err", err)

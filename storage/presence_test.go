@@ -31,7 +31,7 @@ func TestPresenceJoinLeaveCounts(t *testing.T) {
 	sessions := make([]uuid.UUID, 5)
 	for i := range sessions {
 		sessions[i] = uuid.New()
-		ev, st, err := p.Join(ctx, room, uuid.New(), sessions[i], time.Time{})
+		ev, st, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: sessions[i]}, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +45,7 @@ func TestPresenceJoinLeaveCounts(t *testing.T) {
 			t.Errorf("join %d: stats %+v", i, st)
 		}
 	}
-	ev, st, err := p.Leave(ctx, room, sessions[2])
+	ev, st, err := p.Leave(ctx, room, sessions[2], presencestats.ReasonClosed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestPresenceJoinLeaveCounts(t *testing.T) {
 	if ev.OnlineDelta != -1 || ev.OnlineAfter != 4 || ev.Type != presencestats.EventDisconnected || ev.SessionSeconds < 0 || ev.UserID == uuid.Nil {
 		t.Errorf("leave event %+v", ev)
 	}
-	if _, _, err := p.Leave(ctx, room, sessions[2]); presencestats.ErrorCode(err) != presencestats.ENOTFOUND {
+	if _, _, err := p.Leave(ctx, room, sessions[2], presencestats.ReasonClosed); presencestats.ErrorCode(err) != presencestats.ENOTFOUND {
 		t.Errorf("second leave: err %v, want ENOTFOUND", err)
 	}
 	got, err := p.Counts(ctx, room, uuid.New())
@@ -79,16 +79,16 @@ func TestPresenceTabsOfOneUser(t *testing.T) {
 		online, sessionsCount int64
 	}{
 		{"first tab", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-			return p.Join(ctx, room, user, tab1, time.Time{})
+			return p.Join(ctx, presencestats.Session{RoomID: room, UserID: user, ID: tab1}, true)
 		}, 1, 1, 1},
 		{"second tab", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-			return p.Join(ctx, room, user, tab2, time.Time{})
+			return p.Join(ctx, presencestats.Session{RoomID: room, UserID: user, ID: tab2}, true)
 		}, 0, 1, 2},
 		{"first tab closes", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-			return p.Leave(ctx, room, tab1)
+			return p.Leave(ctx, room, tab1, presencestats.ReasonClosed)
 		}, 0, 1, 1},
 		{"last tab closes", func() (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
-			return p.Leave(ctx, room, tab2)
+			return p.Leave(ctx, room, tab2, presencestats.ReasonClosed)
 		}, -1, 0, 0},
 	}
 	for _, s := range steps {
@@ -109,24 +109,24 @@ func TestPresenceRejoinIsHeartbeat(t *testing.T) {
 	ctx := context.Background()
 	p, _ := newPresence(t, time.Minute)
 	room, user, s := uuid.New(), uuid.New(), uuid.New()
-	if _, _, err := p.Join(ctx, room, uuid.New(), uuid.New(), time.Time{}); err != nil { // someone else first
+	if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New()}, true); err != nil { // someone else first
 		t.Fatal(err)
 	}
-	first, _, err := p.Join(ctx, room, user, s, time.Time{})
+	first, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: user, ID: s}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, st, err := p.Join(ctx, room, user, s, first.TS)
+	ev, st, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: user, ID: s, ConnectedAt: first.TS}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ev.Type != presencestats.EventHeartbeat || ev.OnlineDelta != 0 || st.SessionCount != 2 {
 		t.Errorf("rejoin: %+v %+v", ev, st)
 	}
-	if _, _, err := p.Join(ctx, room, uuid.New(), uuid.New(), time.Time{}); err != nil { // the count moves on
+	if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New()}, true); err != nil { // the count moves on
 		t.Fatal(err)
 	}
-	lost, _, err := p.Join(ctx, room, user, s, time.Time{})
+	lost, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: user, ID: s}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,19 +146,19 @@ func TestPresenceSweepConcurrentSweepers(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		s := uuid.New()
 		zombies = append(zombies, s)
-		if _, _, err := p.Join(ctx, room, users[i%3], s, time.Time{}); err != nil {
+		if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: users[i%3], ID: s}, true); err != nil {
 			t.Fatal(err)
 		}
 	}
 	alive := uuid.New()
-	if _, _, err := p.Join(ctx, room, uuid.New(), alive, time.Time{}); err != nil {
+	if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: alive}, true); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	expired := map[uuid.UUID]int{}
 	deadline := time.Now().Add(5 * time.Second)
 	for len(expired) < len(zombies) && time.Now().Before(deadline) {
-		if _, missing, err := p.Touch(ctx, room, []uuid.UUID{alive}); err != nil || len(missing) > 0 {
+		if _, missing, err := p.Touch(ctx, room, []uuid.UUID{alive}, nil); err != nil || len(missing) > 0 {
 			t.Fatalf("touch: %v missing %v", err, missing)
 		}
 		var wg sync.WaitGroup
@@ -198,7 +198,7 @@ func TestPresenceSweepConcurrentSweepers(t *testing.T) {
 		t.Errorf("after sweep: %+v", st[0])
 	}
 	// The expired ones are reported missing by Touch, to be joined again.
-	_, missing, err := p.Touch(ctx, room, []uuid.UUID{alive, zombies[0]})
+	_, missing, err := p.Touch(ctx, room, []uuid.UUID{alive, zombies[0]}, nil)
 	if err != nil || len(missing) != 1 || missing[0] != zombies[0] {
 		t.Errorf("touch after expiry: missing %v err %v", missing, err)
 	}
@@ -232,11 +232,11 @@ func TestPresenceListen(t *testing.T) {
 	}
 	s1, s2 := uuid.New(), uuid.New()
 	for _, s := range []uuid.UUID{s1, s2} {
-		if _, _, err := p.Join(ctx, room, uuid.New(), s, time.Time{}); err != nil {
+		if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: s}, true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := p.Leave(ctx, room, s1); err != nil {
+	if _, _, err := p.Leave(ctx, room, s1, presencestats.ReasonClosed); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Publish(ctx, room, []byte(`{"text":"hi"}`)); err != nil {
@@ -277,24 +277,24 @@ func TestPresenceEventTimesIncrease(t *testing.T) {
 	for i := range 30 {
 		s, u := uuid.New(), uuid.New()
 		sessions = append(sessions, s)
-		ev, _, err := p.Join(ctx, room, u, s, time.Time{})
+		ev, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: u, ID: s}, true)
 		if err != nil {
 			t.Fatal(err)
 		}
 		events = append(events, ev)
 		if i%3 == 0 { // a heartbeat (touch) and a rejoin (heartbeat event) between joins
-			st, _, err := p.Touch(ctx, room, []uuid.UUID{s})
+			st, _, err := p.Touch(ctx, room, []uuid.UUID{s}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			events = append(events, presencestats.PresenceEvent{TS: st.Timestamp, OnlineAfter: int(st.OnlineCount)})
-			if ev, _, err = p.Join(ctx, room, u, s, ev.TS); err != nil {
+			if ev, _, err = p.Join(ctx, presencestats.Session{RoomID: room, UserID: u, ID: s, ConnectedAt: ev.TS}, true); err != nil {
 				t.Fatal(err)
 			}
 			events = append(events, ev)
 		}
 	}
-	ev, _, err := p.Leave(ctx, room, sessions[0])
+	ev, _, err := p.Leave(ctx, room, sessions[0], presencestats.ReasonClosed)
 	if err != nil {
 		t.Fatal(err)
 	}

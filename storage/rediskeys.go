@@ -1,40 +1,71 @@
 package storage
 
-import "github.com/google/uuid"
+import (
+	"hash/fnv"
+	"strconv"
+
+	"github.com/google/uuid"
+)
+
+// Shards is the number of shards rooms are spread over. Every key of a room carries its shard's
+// Redis Cluster hash tag {sN}, and so do the shard's room index and event stream: one Lua script
+// changes a room's presence, its index entry and appends the event to the outbox in one slot
+// (Redis Cluster runs a script on one slot only). 64 shards spread over the cluster's masters
+// (64 slots, each on some node) and cost a collector 64 reads per poll (see Outbox). Changing it
+// moves rooms to other shards: it is a change of key layout, deployed as one (see below).
+const Shards = 64
 
 // The Redis key layout of live presence: every key the service writes is listed here and built
-// only by the functions below. P is REDIS_KEY_PREFIX (default "presence:"); {room} is the room
-// UUID inside braces, a Redis Cluster hash tag, so all keys of one room live in one slot and the
-// Lua scripts (storage/lua/*.lua) may touch them together.
+// only by the functions below. P is REDIS_KEY_PREFIX (default "presence:"); {sN} is the hash tag
+// of shard N (0..Shards-1) of the room, shardOf(room) = FNV-1a 32 of the room UUID's 16 bytes
+// mod Shards.
 //
-//	key                          type   content                                         TTL
-//	---------------------------  -----  ----------------------------------------------  ---------------------
-//	P{room}:sessions             ZSET   member session UUID, score = deadline in Unix  3 x PRESENCE_TTL,
-//	                                    ms (last heartbeat + PRESENCE_TTL)              refreshed by every
-//	P{room}:sessdata             HASH   field session UUID ->                           join and touch; the
-//	                                    "user|connected_us|inst|delta|online" (user     sweeper normally
-//	                                    UUID, connected-at in Unix microseconds from    empties them first
-//	                                    Redis TIME, id of the instance holding it, and
-//	                                    the online_delta and count after of the join
-//	                                    that registered it: its connected event, for a
-//	                                    caller whose reply was lost)
-//	                                    and field "clock" -> the room's event clock:    (sessdata keeps
-//	                                    the Unix microseconds of its last presence      "clock" until the
-//	                                    event; every event takes max(TIME, clock + 1),  TTL: an event
-//	                                    so no two events of a room share a time         after it is later)
-//	P{room}:users                HASH   field user UUID -> number of open sessions;    (an empty ZSET/HASH
-//	                                    HLEN = online_count (O(1)), the ZSET's ZCARD =  is deleted by Redis)
-//	                                    session_count (O(1))
-//	Prooms                       ZSET   member room UUID, score = a lower bound of the  none (members are
-//	                                    room's earliest session deadline (Unix ms): the removed when the
-//	                                    sweeper's index of rooms that may hold expired  sweeper finds the
-//	                                    sessions                                        room empty)
+//	key                        type    content                                         TTL
+//	-------------------------  ------  ----------------------------------------------  ---------------------
+//	P{sN}:room:<uuid>:sessions ZSET    member session UUID, score = deadline in Unix  3 x PRESENCE_TTL,
+//	                                   ms (last heartbeat + PRESENCE_TTL)              refreshed by every
+//	P{sN}:room:<uuid>:sessdata HASH    field session UUID ->                           join and touch; the
+//	                                   "user|connected_us|inst|delta|online|ip|ua"     sweeper normally
+//	                                   (user UUID, connected-at in Unix microseconds   empties them first
+//	                                   from Redis TIME, id of the instance holding it,
+//	                                   the online_delta and count after of the join
+//	                                   that registered it: its connected event, for a
+//	                                   caller whose reply was lost; the client's IP
+//	                                   and user agent, for the session's later events)
+//	                                   and field "clock" -> the room's event clock:    (sessdata keeps
+//	                                   the Unix microseconds of its last presence      "clock" until the
+//	                                   event; every event takes max(TIME, clock + 1),  TTL: an event
+//	                                   so no two events of a room share a time         after it is later)
+//	P{sN}:room:<uuid>:users    HASH    field user UUID -> number of open sessions;    (an empty ZSET/HASH
+//	                                   HLEN = online_count (O(1)), the ZSET's ZCARD =  is deleted by Redis)
+//	                                   session_count (O(1))
+//	P{sN}:rooms                ZSET    member room UUID, score = a lower bound of the  none (members are
+//	                                   room's earliest session deadline (Unix ms): the removed when the
+//	                                   sweeper's index of the shard's rooms that may   sweeper finds the
+//	                                   hold expired sessions                           room empty)
+//	P{sN}:events               STREAM  the outbox: one entry per presence event of the none; entries are
+//	                                   shard's rooms, field "e" = "1|type|event_id|    deleted once in the
+//	                                   index|ts_us|room|user|session|delta|online|     database (XACK +
+//	                                   connected_us|reason|instance|ip|ua" (outbox.lua XDEL); MAXLEN ~
+//	                                   writes it, outbox.go reads it); consumer group  OUTBOX_MAX_EVENTS /
+//	                                   "history"                                       Shards while away
+//	P{sN}:events:dropped       STRING  events the MAXLEN bound removed before the      none
+//	                                   database had them (a loss, counted)
 //
-// Prooms is the one key outside a room's slot. On a single Redis the join script adds the room
-// (ZADD LT) when its first session joins; on Redis Cluster, where Prooms hashes to a slot of its
-// own and a script may not touch it, Join does that with a second command. The sweeper raises the
-// score to the room's next deadline after expiring, and removes empty rooms. Touch only moves
-// deadlines later, so the score stays a lower bound without being written.
+// Every key of a room, its index and its stream share the slot of {sN}: the join script adds the
+// room to the index (ZADD LT) when its first session joins, the expire script moves the room's
+// score to its next deadline or removes the empty room, and each presence script appends the
+// event it made to the stream, all in its one atomic step. Touch only moves deadlines later, so
+// the score stays a lower bound without being written.
+//
+// Changing this layout (this one replaced P{room}:... and one global Prooms in December 2026):
+// instances of the new and the old layout on one Redis do not see each other's sessions. A rolling
+// deploy therefore shows, for its duration, each instance counting only the sessions of its own
+// layout; a client reconnecting to a new instance is a new session there (its old session was
+// ended, recorded, by the old instance's shutdown). Old keys expire by their TTL (3 x PRESENCE_TTL);
+// the old global index Prooms has no TTL and is swept only by old instances: delete it when the
+// last old instance has stopped. Sessions of an old instance killed (not stopped) when no old
+// instance is left to sweep them end without a disconnected event in the history.
 //
 // Pub/sub, one channel per room, all matched by the pattern "Proom:*" (every instance
 // subscribes to the pattern, so its cache of counts is fresh for every room):
@@ -49,16 +80,30 @@ type redisKeys struct {
 	prefix string
 }
 
-func (k redisKeys) roomTag(room uuid.UUID) string { return k.prefix + "{" + room.String() + "}" }
-
-// room returns the three keys of a room, in the order the Lua scripts take them as KEYS.
-func (k redisKeys) room(room uuid.UUID) []string {
-	tag := k.roomTag(room)
-	return []string{tag + ":sessions", tag + ":sessdata", tag + ":users"}
+// shardOf returns the shard of a room.
+func shardOf(room uuid.UUID) int {
+	h := fnv.New32a()
+	_, _ = h.Write(room[:])
+	return int(h.Sum32() % Shards)
 }
 
-// rooms is the sweeper's index of rooms with sessions.
-func (k redisKeys) rooms() string { return k.prefix + "rooms" }
+func (k redisKeys) shardTag(shard int) string { return k.prefix + "{s" + strconv.Itoa(shard) + "}" }
+
+// room returns the keys of a room's presence scripts, in the order they take them as KEYS: the
+// room's three keys, then its shard's index, event stream and dropped-events counter.
+func (k redisKeys) room(room uuid.UUID) []string {
+	shard := shardOf(room)
+	tag := k.shardTag(shard)
+	r := tag + ":room:" + room.String()
+	return []string{r + ":sessions", r + ":sessdata", r + ":users", tag + ":rooms", tag + ":events", tag + ":events:dropped"}
+}
+
+// rooms is shard's part of the sweeper's index of rooms with sessions.
+func (k redisKeys) rooms(shard int) string { return k.shardTag(shard) + ":rooms" }
+
+// events is shard's outbox stream; dropped counts what its MAXLEN bound removed unread.
+func (k redisKeys) events(shard int) string  { return k.shardTag(shard) + ":events" }
+func (k redisKeys) dropped(shard int) string { return k.shardTag(shard) + ":events:dropped" }
 
 // channel is the pub/sub channel of a room; channelPattern matches every room's channel.
 func (k redisKeys) channel(room uuid.UUID) string { return k.prefix + "room:" + room.String() }

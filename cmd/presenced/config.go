@@ -42,9 +42,9 @@ type Config struct {
 	// History.
 	EventBatchSize     int            // EVENT_BATCH_SIZE
 	EventFlushInterval time.Duration  // EVENT_FLUSH_INTERVAL
-	EventBuffer        int            // EVENT_BUFFER
-	SpoolDir           string         // SPOOL_DIR; empty disables the spool
-	SpoolMaxBytes      int64          // SPOOL_MAX_BYTES
+	SpoolDir           string         // SPOOL_DIR: a spool an earlier version left is replayed; empty: none
+	OutboxMaxEvents    int64          // OUTBOX_MAX_EVENTS: bound of the outbox streams, all shards together
+	OutboxClaimIdle    time.Duration  // OUTBOX_CLAIM_IDLE
 	ReportTimezone     *time.Location // REPORT_TIMEZONE
 
 	// Reports.
@@ -120,9 +120,9 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 
 		EventBatchSize:     r.integer("EVENT_BATCH_SIZE", 1000, 1, 100000),
 		EventFlushInterval: r.duration("EVENT_FLUSH_INTERVAL", time.Second),
-		EventBuffer:        r.integer("EVENT_BUFFER", 10000, 1, 10000000),
 		SpoolDir:           r.str("SPOOL_DIR", ".data/spool"),
-		SpoolMaxBytes:      int64(r.integer("SPOOL_MAX_BYTES", 1<<30, 0, 1<<62)),
+		OutboxMaxEvents:    int64(r.integer("OUTBOX_MAX_EVENTS", 2000000, 0, 1<<40)),
+		OutboxClaimIdle:    r.duration("OUTBOX_CLAIM_IDLE", 30*time.Second),
 
 		ReportMaxPoints:    r.integer("REPORT_MAX_POINTS", 100000, 1, 100000000),
 		ReportConcurrency:  r.integer("REPORT_CONCURRENCY", 4, 1, 1000),
@@ -184,6 +184,7 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		{"STATS_PUSH_INTERVAL", c.StatsPushInterval}, {"STATS_CACHE_TTL", c.StatsCacheTTL},
 		{"HEARTBEAT_EVENT_INTERVAL", c.HeartbeatEventInterval}, {"EVENT_FLUSH_INTERVAL", c.EventFlushInterval},
 		{"REPORT_QUEUE_TIMEOUT", c.ReportQueueTimeout}, {"REPORT_TIMEOUT", c.ReportTimeout},
+		{"OUTBOX_CLAIM_IDLE", c.OutboxClaimIdle},
 	} {
 		if d.v <= 0 {
 			r.fail(d.name, "must be a positive duration")

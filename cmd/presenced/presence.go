@@ -21,17 +21,23 @@ type presenceFeature struct {
 	sweeper *storage.Sweeper
 }
 
-// startPresence wires real-time presence. rec receives the presence events (the history's
-// collector).
-func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb redis.UniversalClient,
-	auth *handlers.TokenAuthority, rec handlers.EventRecorder, limits *handlers.ConnLimits) *presenceFeature {
+// instanceID names this process, in Redis (the sessions it holds, the events it made) and as its
+// outbox consumer: a restarted process is a new consumer.
+func instanceID() string {
 	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
+}
+
+// startPresence wires real-time presence. Its presence events go to the outbox in Redis, in the
+// same step as each change (the history's outbox consumer moves them to the database).
+func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb redis.UniversalClient,
+	auth *handlers.TokenAuthority, instance string, limits *handlers.ConnLimits) *presenceFeature {
 	store := storage.NewPresence(rdb, storage.PresenceOptions{
-		KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.PresenceTTL, Logger: log,
-		InstanceID: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8]),
+		KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.PresenceTTL, Logger: log, InstanceID: instance,
+		OutboxMaxEvents: cfg.OutboxMaxEvents,
 	})
 	hub := handlers.NewHub(handlers.HubConfig{
-		Store: store, Recorder: rec, Auth: auth, Logger: log, Registry: reg,
+		Store: store, Auth: auth, Logger: log, Registry: reg,
 		AllowedOrigins:  cfg.AllowedOrigins,
 		MaxMessageBytes: cfg.MaxMessageBytes, PresenceTTL: cfg.PresenceTTL,
 		StatsPushInterval: cfg.StatsPushInterval, StatsCacheTTL: cfg.StatsCacheTTL,
@@ -39,13 +45,13 @@ func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb 
 		ChatRatePerSecond:      cfg.ChatRatePerSecond, ChatBurst: cfg.ChatBurst, SendBuffer: cfg.SendBuffer,
 		Limits: limits,
 	})
-	sw := storage.NewSweeper(store, rec, cfg.SweepInterval, log, reg)
+	sw := storage.NewSweeper(store, cfg.SweepInterval, log, reg)
 	sw.Start()
 	return &presenceFeature{Hub: hub, sweeper: sw}
 }
 
-// Close ends the WebSocket sessions (their leaves reach Redis and the recorder), then stops the
-// sweeper. The recorder and Redis are closed after it.
+// Close ends the WebSocket sessions (their leaves reach Redis and its outbox), then stops the
+// sweeper. The history and Redis are closed after it.
 func (p *presenceFeature) Close(ctx context.Context) {
 	p.Hub.Close(ctx)
 	p.sweeper.Close(ctx)

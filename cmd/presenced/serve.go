@@ -74,21 +74,23 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, er
 	}
 	// closers run after the HTTP server has stopped, in order.
 	var closers []func(context.Context)
-	// History: the event collector records presence changes; it closes after the hub (below).
-	collector, closeHistory, err := startHistory(ctx, cfg, log, reg, pool)
+	// History: the outbox consumer moves the presence events from Redis to the database; it
+	// closes after the hub (below).
+	instance := instanceID()
+	closeHistory, err := startHistory(ctx, cfg, log, reg, pool, rdb, instance)
 	if err != nil {
 		rdb.Close()
 		pool.Close()
 		return nil, err
 	}
-	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the event
-	// recorder and Redis close.
-	// The connection limits are in process memory: per instance (docs/operations.md, "Limits").
+	// Real-time presence: its Close (WebSockets, then the sweeper) runs before the history and
+	// Redis close. The connection limits are in process memory: per instance
+	// (docs/operations.md, "Limits").
 	connLimits := handlers.NewConnLimits(handlers.ConnLimitsConfig{
 		MaxPerUser: cfg.MaxConnectionsPerUser, MaxTotal: cfg.MaxConnections,
 		Rate: cfg.ConnectRate, Burst: cfg.ConnectBurst, MaxAddresses: cfg.ConnectAddresses,
 	}, reg)
-	presence := startPresence(cfg, log, reg, rdb, auth, collector, connLimits)
+	presence := startPresence(cfg, log, reg, rdb, auth, instance, connLimits)
 	features = append(features, presence.Hub)
 	closers = append(closers, presence.Close)
 	closers = append(closers, closeHistory)

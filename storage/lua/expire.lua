@@ -1,7 +1,10 @@
--- expire: remove the sessions of a room whose deadline has passed (the sweeper). Two sweepers
--- racing on a room cannot both remove a session: the script runs atomically.
--- KEYS[1] room sessions ZSET, KEYS[2] room session-data HASH, KEYS[3] room users HASH
--- ARGV[1] at most this many sessions, ARGV[2] stats channel
+-- expire: remove the sessions of a room whose deadline has passed (the sweeper), append one
+-- disconnected event (reason timeout) per session to the outbox (outbox.lua), and move the room's
+-- score in the shard's index to its next deadline (or remove the empty room). Two sweepers racing
+-- on a room cannot both remove a session: the script runs atomically.
+-- KEYS[1] room sessions ZSET, KEYS[2] room session-data HASH, KEYS[3] room users HASH,
+-- KEYS[4..6] the shard's index, stream and dropped counter (outbox.lua)
+-- ARGV[1..5] see outbox.lua; ARGV[6] at most this many sessions
 -- Returns {now_us, online, sessions, next_deadline_ms (-1: room empty),
 --          then per expired session: session, user, connected_us, online_delta, online_after,
 --          event time in microseconds (the room clock: each session its own)}.
@@ -10,13 +13,14 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
 local now_s = string.format('%.0f', now_us)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now_ms, 'LIMIT', 0, tonumber(ARGV[6]))
 local out = {now_s, 0, 0, -1}
 for _, s in ipairs(due) do
   redis.call('ZREM', KEYS[1], s)
   local data = redis.call('HGET', KEYS[2], s) or ''
   redis.call('HDEL', KEYS[2], s)
-  local user, connected = string.match(data, '^([^|]*)|([^|]*)')
+  local user, connected, ip, ua = string.match(data, '^([^|]*)|([^|]*)|[^|]*|[^|]*|[^|]*|([^|]*)|(.*)$')
+  if not user then user, connected = string.match(data, '^([^|]*)|([^|]*)') end
   local delta = 0
   if user then
     if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
@@ -24,19 +28,29 @@ for _, s in ipairs(due) do
       delta = -1
     end
   end
+  local ts = tick(now_us)
+  local online = redis.call('HLEN', KEYS[3])
+  if user and user ~= '' then
+    emit('disconnected', ts, user, s, delta, online, connected or '0', 'timeout', ip or '', ua or '')
+  end
   local n = #out
   out[n + 1] = s
   out[n + 2] = user or ''
   out[n + 3] = connected or '0'
   out[n + 4] = delta
-  out[n + 5] = redis.call('HLEN', KEYS[3])
-  out[n + 6] = string.format('%.0f', tick(now_us))
+  out[n + 5] = online
+  out[n + 6] = string.format('%.0f', ts)
 end
 out[2] = redis.call('HLEN', KEYS[3])
 out[3] = redis.call('ZCARD', KEYS[1])
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #first == 2 then out[4] = first[2] end
+if #first == 2 then
+  out[4] = first[2]
+  redis.call('ZADD', KEYS[4], first[2], ARGV[4])
+else
+  redis.call('ZREM', KEYS[4], ARGV[4])
+end
 if #due > 0 then
-  redis.call('PUBLISH', ARGV[2], 's|' .. out[2] .. '|' .. out[3] .. '|' .. now_s)
+  redis.call('PUBLISH', ARGV[5], 's|' .. out[2] .. '|' .. out[3] .. '|' .. now_s)
 end
 return out

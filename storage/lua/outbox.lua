@@ -1,0 +1,26 @@
+-- outbox: emit(...) appends a presence event to the shard's stream (the outbox, KEYS[5]) in the
+-- same atomic step as the change it records, so the history can never disagree with what Redis
+-- applied. Put before the presence scripts (join, leave, touch, expire) by storage/presence.go.
+-- Common arguments of those scripts: ARGV[1] the stream's bound (0: none), ARGV[2] the event id
+-- base (a UUID made by the caller: the n-th event of the call gets base + n, see outbox.go),
+-- ARGV[3] instance id, ARGV[4] room id, ARGV[5] stats channel. KEYS[6] counts the events the
+-- bound removed before a collector had them (a loss: the database was away for too long).
+-- The entry's one field "e" is "1|type|base|n|ts_us|room|user|session|delta|online|connected_us|
+-- reason|instance|ip|ua" (the user agent last: it may hold "|"); see rediskeys.go.
+local emitted = 0
+local function emit(typ, ts, user, session, delta, online, connected, reason, ip, ua)
+  local v = table.concat({'1', typ, ARGV[2], tostring(emitted), string.format('%.0f', ts), ARGV[4], user, session,
+    tostring(delta), tostring(online), connected, reason, ARGV[3], ip, ua}, '|')
+  emitted = emitted + 1
+  local bound = tonumber(ARGV[1])
+  if bound > 0 then
+    local n = redis.call('XLEN', KEYS[5])
+    if n >= bound then
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', bound, '*', 'e', v)
+      local dropped = n + 1 - redis.call('XLEN', KEYS[5])
+      if dropped > 0 then redis.call('INCRBY', KEYS[6], dropped) end
+      return
+    end
+  end
+  redis.call('XADD', KEYS[5], '*', 'e', v)
+end
