@@ -114,8 +114,9 @@ func parseClientFrame(msg []byte, maxBytes int) (f ClientFrame, code, why string
 	if len(msg) > maxBytes {
 		return ClientFrame{}, CodeTooLarge, "frame larger than max_message_bytes"
 	}
-	dec := json.NewDecoder(bytes.NewReader(msg))
-	if err := dec.Decode(&f); err != nil || dec.More() {
+	// json.Unmarshal, not a Decoder: a Decoder stops after the first value, and More() is false
+	// before a stray ']' or '}', so `{"type":"ping"}]` passed as a ping.
+	if t := bytes.TrimLeft(msg, " \t\r\n"); len(t) == 0 || t[0] != '{' || json.Unmarshal(msg, &f) != nil {
 		return ClientFrame{}, CodeInvalidJSON, "frame is not a JSON object"
 	}
 	switch f.Type {

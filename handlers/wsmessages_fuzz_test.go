@@ -132,6 +132,9 @@ func TestClientFrameByHand(t *testing.T) {
 		{`{"type":"message","text":" "}`, ClientFrame{}, CodeInvalidField},
 		{`{"type":"nope"}`, ClientFrame{}, CodeUnknownType},
 		{`{"type":"ping"} {}`, ClientFrame{}, CodeInvalidJSON},
+		{`{"type":"ping"}]`, ClientFrame{}, CodeInvalidJSON},
+		{`{"type":"ping"}}`, ClientFrame{}, CodeInvalidJSON},
+		{`null`, ClientFrame{}, CodeInvalidJSON},
 		{`{"type":"message","text":"` + strings.Repeat("x", 70) + `"}`, ClientFrame{}, CodeTooLarge},
 	} {
 		got, code, _ := parseClientFrame([]byte(tc.msg), 64)

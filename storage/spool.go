@@ -189,6 +189,14 @@ func (s *spool) readFrameAt(off int64) (payload []byte, n int64, err error) {
 	if length > 1<<30 {
 		return nil, 0, fmt.Errorf("frame length %d is not plausible", length)
 	}
+	// A damaged length must not make us allocate what the file does not hold (up to 1 GiB).
+	fi, err := s.f.Stat()
+	if err != nil {
+		return nil, 0, fmt.Errorf("stat spool: %w", err)
+	}
+	if int64(length) > fi.Size()-off-spoolFrameHeader {
+		return nil, 0, fmt.Errorf("frame cut short: length %d at %d runs past the end of the file (%d bytes)", length, off, fi.Size())
+	}
 	payload = make([]byte, length)
 	if _, err := s.f.ReadAt(payload, off+spoolFrameHeader); err != nil {
 		return nil, 0, fmt.Errorf("frame cut short: %w", err)
