@@ -7,7 +7,7 @@
 -- each count aggregate, is what keeps month and year reports fast (migration 8).
 --
 -- Four tiles, each [lo, hi) on its own source, skipped when empty (lo < hi folds to false when the
--- query is planned with its parameters); storage/reports.go picks sources and bounds per
+-- query is planned with its parameters); storage/report_users.go picks sources and bounds per
 -- granularity. A month or year report: {{tile1}} the monthly rows of finished months, {{tile2}}
 -- and {{tile4}} daily rows, {{tile3}} the weekly rows of the finished weeks of the month in
 -- progress. The monthly and weekly sources are the tables TimescaleDB materializes those
@@ -17,27 +17,29 @@
 -- cannot bound that scan (a year report: 195 against 120 ms). Each row goes to its report bucket
 -- by time_bucket in the zone, as the aggregates bucket; each (bucket, room, user) is kept once,
 -- then counted per room and across rooms.
+-- {{in_rooms:x}}: x.room_id = ANY ($1) for a selection of rooms, nothing for every room (storage
+-- fills it in, byRooms: a room filter a generic plan can still answer from an index).
 --   $1 rooms uuid[], or NULL for every room   $2-$6 the tiles' bounds: {{tile1}} [$2, $3),
 --   {{tile2}} [$3, $4), {{tile3}} [$4, $5), {{tile4}} [$5, $6)   $7 report bucket width   $8 zone
 WITH rows AS (
     SELECT t.room_id, t.user_id, time_bucket($7::interval, t.bucket, $8::text) AS bucket
     FROM {{tile1}} AS t
-    WHERE $2::timestamptz < $3::timestamptz AND ($1::uuid[] IS NULL OR t.room_id = ANY ($1::uuid[]))
+    WHERE $2::timestamptz < $3::timestamptz AND {{in_rooms:t}}
       AND t.bucket >= $2::timestamptz AND t.bucket < $3::timestamptz
     UNION ALL
     SELECT t.room_id, t.user_id, time_bucket($7::interval, t.bucket, $8::text)
     FROM {{tile2}} AS t
-    WHERE $3::timestamptz < $4::timestamptz AND ($1::uuid[] IS NULL OR t.room_id = ANY ($1::uuid[]))
+    WHERE $3::timestamptz < $4::timestamptz AND {{in_rooms:t}}
       AND t.bucket >= $3::timestamptz AND t.bucket < $4::timestamptz
     UNION ALL
     SELECT t.room_id, t.user_id, time_bucket($7::interval, t.bucket, $8::text)
     FROM {{tile3}} AS t
-    WHERE $4::timestamptz < $5::timestamptz AND ($1::uuid[] IS NULL OR t.room_id = ANY ($1::uuid[]))
+    WHERE $4::timestamptz < $5::timestamptz AND {{in_rooms:t}}
       AND t.bucket >= $4::timestamptz AND t.bucket < $5::timestamptz
     UNION ALL
     SELECT t.room_id, t.user_id, time_bucket($7::interval, t.bucket, $8::text)
     FROM {{tile4}} AS t
-    WHERE $5::timestamptz < $6::timestamptz AND ($1::uuid[] IS NULL OR t.room_id = ANY ($1::uuid[]))
+    WHERE $5::timestamptz < $6::timestamptz AND {{in_rooms:t}}
       AND t.bucket >= $5::timestamptz AND t.bucket < $6::timestamptz
 ), present AS MATERIALIZED (
     SELECT bucket, room_id, user_id FROM rows GROUP BY bucket, room_id, user_id

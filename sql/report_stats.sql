@@ -1,10 +1,12 @@
 -- Per room, the buckets with aggregate rows as parallel arrays in bucket order (each array_agg
 -- orders by bucket; PostgreSQL sorts the input once for all of them), one row per room in
 -- room order (a row per room, not per room and bucket: on the WebAssembly build the cost of a
--- report is mostly the number of rows it returns). Sparse: storage/reports.go fills the quiet
+-- report is mostly the number of rows it returns). Sparse: storage/report_stats.go fills the quiet
 -- buckets, where the room keeps its count, and rooms without rows in the range.
 -- Reads only the continuous aggregates of one granularity ({{room_agg}}, {{room_users_agg}},
 -- replaced by storage/reports.go), their real-time part included.
+-- {{in_rooms:x}}: x.room_id = ANY ($1) for a selection of rooms, nothing for every room (storage
+-- fills it in, byRooms: a room filter a generic plan can still answer from an index).
 --   $1 rooms uuid[], or NULL for every room   $2 first bucket start   $3 range end (exclusive)
 -- The online count at the start of the range comes from report_online_start.sql; storage/reports.go
 -- carries it forward from bucket to bucket and finishes peak and average
@@ -17,12 +19,12 @@ WITH agg AS (
            a.connections, a.sessions_ended,
            coalesce(a.session_seconds_sum, 0)::float8 AS session_seconds_sum
     FROM {{room_agg}} AS a
-    WHERE ($1::uuid[] IS NULL OR a.room_id = ANY ($1::uuid[]))
+    WHERE {{in_rooms:a}}
       AND a.bucket >= $2::timestamptz AND a.bucket < $3::timestamptz
 ), users AS (
     SELECT u.room_id, u.bucket, u.unique_users
     FROM {{room_users_agg}} AS u
-    WHERE ($1::uuid[] IS NULL OR u.room_id = ANY ($1::uuid[]))
+    WHERE {{in_rooms:u}}
       AND u.bucket >= $2::timestamptz AND u.bucket < $3::timestamptz
 ), joined AS (
     SELECT a.*, coalesce(u.unique_users, 0)::bigint AS unique_users

@@ -32,15 +32,18 @@ type simSession struct {
 type scenario struct {
 	loc        *time.Location
 	start, now time.Time
-	rooms      []uuid.UUID
+	rooms      []uuid.UUID // the rooms the reports are checked on
+	crowd      []uuid.UUID // the other rooms: reports on rooms never count their rows
 	sessions   []simSession
 	events     []presencestats.PresenceEvent // in time order, with online_after/online_delta
 }
 
 // simulate builds sessions crossing hour, day, week (Monday 2025-12-29), month and year
 // boundaries, with several tabs per user, timeouts, users in two rooms at once, a room quiet for
-// days, and sessions still open at now; then the events the live service would record:
-// connected, a heartbeat every 5 minutes, disconnected.
+// days, and sessions still open at now; then a crowd of other rooms, many more than those, with a
+// few sessions each, some of their users also in the first rooms, so that a report on the first
+// rooms (a small minority) that let another room's rows in is caught; then the events the live
+// service would record: connected, a heartbeat every 5 minutes, disconnected.
 func simulate(rng *rand.Rand, loc *time.Location) scenario {
 	sc := scenario{
 		loc:   loc,
@@ -62,6 +65,16 @@ func simulate(rng *rand.Rand, loc *time.Location) scenario {
 		}
 		used[room][t.UnixMicro()] = true
 		return t
+	}
+	addSession := func(room, user uuid.UUID, s time.Time, d time.Duration) {
+		ss := simSession{room: room, user: user, id: uuid.New(), start: stamp(room, s)}
+		end := ss.start.Add(max(d, 2*time.Minute))
+		if end.Before(sc.now) {
+			ss.end = stamp(room, end)
+		} else {
+			ss.end, ss.open = sc.now, true
+		}
+		sc.sessions = append(sc.sessions, ss)
 	}
 	for range 200 {
 		user := uuid.New()
@@ -93,15 +106,28 @@ func simulate(rng *rand.Rand, loc *time.Location) scenario {
 					if !s.Before(sc.now.Add(-time.Minute)) {
 						continue
 					}
-					ss := simSession{room: room, user: user, id: uuid.New(), start: stamp(room, s)}
-					end := ss.start.Add(max(td, 2*time.Minute))
-					if end.Before(sc.now) {
-						ss.end = stamp(room, end)
-					} else {
-						ss.end, ss.open = sc.now, true
-					}
-					sc.sessions = append(sc.sessions, ss)
+					addSession(room, user, s, td)
 				}
+			}
+		}
+	}
+	// The crowd: 40 rooms of 3 sessions each, one user in three from the first rooms.
+	var users []uuid.UUID
+	for _, s := range sc.sessions {
+		users = append(users, s.user)
+	}
+	for range 40 {
+		room := uuid.New()
+		sc.crowd = append(sc.crowd, room)
+		used[room] = map[int64]bool{}
+		for range 3 {
+			user := uuid.New()
+			if rng.IntN(3) == 0 {
+				user = users[rng.IntN(len(users))]
+			}
+			visit := sc.start.Add(time.Duration(rng.Int64N(int64(span))))
+			if visit.Before(sc.now.Add(-time.Minute)) {
+				addSession(room, user, visit, time.Duration(float64(10*time.Minute)*math.Pow(180, rng.Float64())))
 			}
 		}
 	}
@@ -338,7 +364,8 @@ func TestHistoryOracle(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc := simulate(rand.New(rand.NewPCG(20251227, 4)), loc)
-	t.Logf("scenario: %d rooms, %d sessions, %d events", len(sc.rooms), len(sc.sessions), len(sc.events))
+	t.Logf("scenario: %d rooms checked among %d, %d sessions, %d events", len(sc.rooms), len(sc.rooms)+len(sc.crowd), len(sc.sessions), len(sc.events))
+	everyRoom := slices.Concat(sc.rooms, sc.crowd)
 
 	// Events up to the start of 2026 are recorded and materialised in the room and per-user
 	// aggregates; the last 30 hours are recorded after, so the reports read them through the
@@ -379,17 +406,22 @@ func TestHistoryOracle(t *testing.T) {
 				{"middle", time.Date(2025, 12, 30, 13, 30, 0, 0, loc), time.Date(2026, 1, 1, 20, 0, 0, 0, loc)},
 			} {
 				t.Run(fmt.Sprintf("%s/%s", g, rng.name), func(t *testing.T) {
+					// The checked rooms are 5 of 45: a report that let the crowd's rows in fails.
 					q := presencestats.ReportQuery{RoomIDs: sc.rooms, Start: rng.start, End: rng.end, Granularity: g}
 					checkStats(ctx, t, reports, o, q)
 					checkTotals(ctx, t, reports, o, q)
-					// No rooms means every room: the same totals, unique users from the all-users aggregate.
-					all := q
-					all.RoomIDs = nil
+					one := q
+					one.RoomIDs = sc.rooms[:1]
+					checkTotals(ctx, t, reports, o, one)
+					// No rooms means every room: the same totals as every room listed, unique users
+					// from the all-users aggregate.
+					all, listed := q, q
+					all.RoomIDs, listed.RoomIDs = nil, everyRoom
 					got, err := reports.Totals(ctx, all)
 					if err != nil {
 						t.Fatal(err)
 					}
-					want, err := reports.Totals(ctx, q)
+					want, err := reports.Totals(ctx, listed)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -406,14 +438,14 @@ func TestHistoryOracle(t *testing.T) {
 		t.Run("peak hours", func(t *testing.T) {
 			q := presencestats.ReportQuery{RoomIDs: sc.rooms, Start: sc.start, End: sc.now, Granularity: presencestats.Day}
 			checkPeakHours(ctx, t, reports, o, q)
-			// Every room (the all-rooms aggregate) gives the same hours as the rooms listed.
-			all := q
-			all.RoomIDs = nil
+			// Every room (the all-rooms aggregate) gives the same hours as every room listed.
+			all, listed := q, q
+			all.RoomIDs, listed.RoomIDs = nil, everyRoom
 			got, err := reports.PeakHours(ctx, all)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := reports.PeakHours(ctx, q)
+			want, err := reports.PeakHours(ctx, listed)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -454,7 +486,7 @@ func TestHistoryOracle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := slices.Clone(sc.rooms)
+			want := slices.Clone(everyRoom)
 			slices.SortFunc(want, func(a, b uuid.UUID) int { return cmp.Compare(a.String(), b.String()) })
 			if !slices.Equal(rooms, want) {
 				t.Fatalf("Rooms: got %v, want %v", rooms, want)

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"time"
 
@@ -15,8 +16,9 @@ import (
 // materializedQueries is report_users_marks.sql and report_recent_users.sql per granularity and
 // report_online_start.sql, complete.
 type materializedQueries struct {
-	marks, recent map[presencestats.Granularity]string
-	onlineStart   string
+	marks       map[presencestats.Granularity]string
+	recent      map[presencestats.Granularity]byRooms
+	onlineStart string
 }
 
 // hoursByDay tells whether a report of g over [first, end) reads its hours by day
@@ -122,10 +124,11 @@ func (r *Reports) materializedQueries(ctx context.Context) (*materializedQueries
 		pairs = append(pairs, "{{"+strings.TrimPrefix(view, "presence_")+"_materialized}}", names[view])
 	}
 	rep := strings.NewReplacer(pairs...)
-	q := &materializedQueries{marks: map[presencestats.Granularity]string{}, recent: map[presencestats.Granularity]string{},
+	q := &materializedQueries{marks: map[presencestats.Granularity]string{}, recent: map[presencestats.Granularity]byRooms{},
 		onlineStart: rep.Replace(r.onlineStartTemplate)}
 	for g := range aggregateLevel {
-		q.marks[g], q.recent[g] = rep.Replace(r.marksTemplate[g]), rep.Replace(r.recentTemplate[g])
+		t := r.recentTemplate[g]
+		q.marks[g], q.recent[g] = rep.Replace(r.marksTemplate[g]), byRooms{rooms: rep.Replace(t.rooms), every: rep.Replace(t.every)}
 	}
 	r.materialized = q
 	return q, nil
@@ -141,4 +144,29 @@ func (r *Reports) forgetMaterialized(err error) {
 		r.materialized = nil
 		r.materializedMu.Unlock()
 	}
+}
+
+// byRooms is a query that reads rooms' rows in two texts: sel.every's, which reads every room,
+// and a selection's, which reads only the rooms in $1 (uuid[]). The SQL marks each room
+// predicate {{in_rooms:alias}}: a selection gets alias.room_id = ANY ($1::uuid[]), every room
+// $1::uuid[] IS NULL (true: $1 is NULL then). One text with ($1 IS NULL OR room_id = ANY ($1))
+// would do in a plan made for the parameters' values, where the OR folds away; but a generic
+// plan (pgx's default statement cache on a server: PostgreSQL may switch a prepared statement to
+// one after five runs) keeps the OR, which no index on room_id can answer, and then reads every
+// room's rows to keep the selected ones (docs/benchmarks.md, "Reports at 1,000 rooms: the plans").
+type byRooms struct{ rooms, every string }
+
+var inRooms = regexp.MustCompile(`\{\{in_rooms:([a-z_]+)\}\}`)
+
+func newByRooms(sql string) byRooms {
+	return byRooms{rooms: inRooms.ReplaceAllString(sql, "$1.room_id = ANY ($$1::uuid[])"),
+		every: inRooms.ReplaceAllString(sql, "$$1::uuid[] IS NULL")}
+}
+
+// of returns the text for sel.
+func (q byRooms) of(sel selection) string {
+	if sel.every {
+		return q.every
+	}
+	return q.rooms
 }

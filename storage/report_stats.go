@@ -91,9 +91,9 @@ func (r *Reports) scan(ctx context.Context, q presencestats.ReportQuery, b repor
 	var err error
 	byDay, dayFirst, daysEnd := r.hoursByDay(g, first, q.End, now)
 	if byDay {
-		rows, err = r.pool.Query(ctx, r.statsHours, b.sel.param(), q.End, dayFirst, daysEnd, maxTime(first, daysEnd))
+		rows, err = r.pool.Query(ctx, r.statsHours.of(b.sel), b.sel.param(), q.End, dayFirst, daysEnd, maxTime(first, daysEnd))
 	} else {
-		rows, err = r.pool.Query(ctx, r.stats[g], b.sel.param(), first, q.End)
+		rows, err = r.pool.Query(ctx, r.stats[g].of(b.sel), b.sel.param(), first, q.End)
 	}
 	if err != nil {
 		return last, pgError(err, "query report stats")

@@ -56,7 +56,7 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 	// The report buckets from out.from are those starting before end; hi is where the last ends.
 	hi := g.Next(g.Truncate(end.Add(-time.Nanosecond), r.loc))
 	b := r.recentTiles(g, out.from, hi, m.userWeekly, m.userMonthly)
-	rows, err := r.pool.Query(ctx, sql.recent[g], sel.param(), b[0], b[1], b[2], b[3], b[4], bucketWidth[g], r.loc.String())
+	rows, err := r.pool.Query(ctx, sql.recent[g].of(sel), sel.param(), b[0], b[1], b[2], b[3], b[4], bucketWidth[g], r.loc.String())
 	if err != nil {
 		r.forgetMaterialized(err)
 		return out, pgError(err, "query recent unique users")

@@ -36,8 +36,8 @@ type Reports struct {
 	// Now is the clock: a bucket in progress is averaged over [start, Now()). Tests replace it.
 	Now func() time.Time
 
-	stats      map[presencestats.Granularity]string
-	statsHours string // hourly reports: report_stats_hours.sql, in place of stats[Hour]
+	stats      map[presencestats.Granularity]byRooms
+	statsHours byRooms // hourly reports: report_stats_hours.sql, in place of stats[Hour]
 	totalUsers map[presencestats.Granularity]string
 	allUsers   map[presencestats.Granularity]string
 	bucketSums map[presencestats.Granularity]string // a selection of rooms
@@ -50,10 +50,11 @@ type Reports struct {
 	// The queries that read tables TimescaleDB materializes aggregates into, waiting for their
 	// names (TimescaleDB picks them): report_users_marks.sql and report_recent_users.sql per
 	// granularity, report_online_start.sql. materializedQueries completes them on first use.
-	marksTemplate, recentTemplate map[presencestats.Granularity]string
-	onlineStartTemplate           string
-	materializedMu                sync.Mutex
-	materialized                  *materializedQueries
+	marksTemplate       map[presencestats.Granularity]string
+	recentTemplate      map[presencestats.Granularity]byRooms
+	onlineStartTemplate string
+	materializedMu      sync.Mutex
+	materialized        *materializedQueries
 }
 
 // aggregateLevel names the continuous aggregates of each granularity (migration 4).
@@ -84,16 +85,16 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		pool:                pool,
 		loc:                 loc,
 		Now:                 time.Now,
-		stats:               map[presencestats.Granularity]string{},
+		stats:               map[presencestats.Granularity]byRooms{},
 		totalUsers:          map[presencestats.Granularity]string{},
 		allUsers:            map[presencestats.Granularity]string{},
 		onlineStartTemplate: queries.Must("report_online_start.sql"),
 		bucketSums:          map[presencestats.Granularity]string{},
 		totalSums:           map[presencestats.Granularity]string{},
 		marksTemplate:       map[presencestats.Granularity]string{},
-		recentTemplate:      map[presencestats.Granularity]string{},
+		recentTemplate:      map[presencestats.Granularity]byRooms{},
 		rooms:               queries.Must("report_rooms.sql"),
-		statsHours:          queries.Must("report_stats_hours.sql"),
+		statsHours:          newByRooms(queries.Must("report_stats_hours.sql")),
 		hourlyHorizon:       queries.Must("report_hourly_horizon.sql"),
 	}
 	stats, users, all := queries.Must("report_stats.sql"), queries.Must("report_total_users.sql"), queries.Must("report_all_users.sql")
@@ -103,7 +104,7 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		rep := strings.NewReplacer("{{room_agg}}", "presence_room_"+level, "{{user_agg}}", "presence_user_"+level,
 			"{{room_users_agg}}", "presence_room_users_"+level, "{{all_users_agg}}", "presence_all_users_"+level,
 			"{{total_agg}}", "presence_total_"+level)
-		r.stats[g] = rep.Replace(stats)
+		r.stats[g] = newByRooms(rep.Replace(stats))
 		r.totalUsers[g] = rep.Replace(users)
 		r.allUsers[g] = rep.Replace(all)
 		r.bucketSums[g] = rep.Replace(sums)
@@ -116,8 +117,8 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.marksTemplate[g] = strings.NewReplacer("{{room_users_agg}}", "presence_room_users_"+level,
 			"{{all_users_agg}}", "presence_all_users_"+level, "{{weekly_last}}", weeklyLast, "{{monthly_last}}", monthlyLast).Replace(marks)
 		tiles := recentUserTiles[g]
-		r.recentTemplate[g] = strings.NewReplacer("{{tile1}}", tiles[0], "{{tile2}}", tiles[1], "{{tile3}}", tiles[2],
-			"{{tile4}}", tiles[3]).Replace(recent)
+		r.recentTemplate[g] = newByRooms(strings.NewReplacer("{{tile1}}", tiles[0], "{{tile2}}", tiles[1], "{{tile3}}", tiles[2],
+			"{{tile4}}", tiles[3]).Replace(recent))
 	}
 	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the anchors of the walk
 	// and the hours counted come after.

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -175,13 +178,32 @@ func BenchmarkReportQueries(b *testing.B) {
 	// BENCH_REPORT_DSN: a database to keep between runs (seeded on the first, reused after),
 	// e.g. node dev/tsdb/server.mjs --port 55490 --data-dir /tmp/benchdata.
 	var pool *pgxpool.Pool
-	if dsn := os.Getenv("BENCH_REPORT_DSN"); dsn != "" {
+	dsn := os.Getenv("BENCH_REPORT_DSN")
+	if dsn != "" {
 		pool = storagetest.Connect(b, dsn, true)
 	} else {
 		pool = storagetest.NewDatabase(b)
 	}
 	// Logged by each sub-benchmark: go test drops the output of a benchmark that has sub-benchmarks.
 	engine := storagetest.Engine(ctx, pool)
+	// BENCH_REPORT_EXPLAIN=DIR (with BENCH_REPORT_DSN): before timing each case, write the
+	// EXPLAIN (ANALYZE, BUFFERS) of every query one Stats, Totals and PeakHours run sends to
+	// DIR/<case>.txt (docs/benchmarks.md, "Reports at 1,000 rooms: the plans").
+	explainDir := os.Getenv("BENCH_REPORT_EXPLAIN")
+	var tracer *queryRecorder
+	var traced *pgxpool.Pool
+	if explainDir != "" && dsn != "" {
+		tracer = &queryRecorder{}
+		cfg, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.ConnConfig.Tracer = tracer
+		if traced, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(traced.Close)
+	}
 	end := time.Now().UTC().Truncate(time.Hour)
 	var last *time.Time
 	if err := pool.QueryRow(ctx, `SELECT max(ts) FROM presence_events WHERE room_id = md5('bench-room-0')::uuid`).Scan(&last); err != nil {
@@ -189,7 +211,11 @@ func BenchmarkReportQueries(b *testing.B) {
 	}
 	if last != nil {
 		end = last.UTC().Truncate(time.Hour).Add(time.Hour)
-		b.Logf("reusing the seeded data ending at %s", end)
+		// The rooms reported are those seeded, whatever BENCH_REPORT_ROOMS says now.
+		if err := pool.QueryRow(ctx, `SELECT count(DISTINCT room_id) FROM presence_room_yearly`).Scan(&rooms); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("reusing the seeded data (%d rooms) ending at %s", rooms, end)
 	}
 	start := end.AddDate(0, 0, -days)
 	if last == nil {
@@ -232,6 +258,9 @@ func BenchmarkReportQueries(b *testing.B) {
 		for i := range tc.rooms {
 			q.RoomIDs = append(q.RoomIDs, benchRoom(i))
 		}
+		if traced != nil {
+			explainReport(ctx, b, traced, tracer, q, filepath.Join(explainDir, tc.name+".txt"))
+		}
 		b.Run(tc.name, func(b *testing.B) {
 			b.Logf("engine: %s", engine)
 			var whole, stats, totals, peaks []time.Duration
@@ -260,6 +289,7 @@ func BenchmarkReportQueries(b *testing.B) {
 				stats, totals, peaks = append(stats, t2.Sub(t1)), append(totals, t3.Sub(t2)), append(peaks, t4.Sub(t3))
 			}
 			b.ReportMetric(float64(rows), "rows")
+			b.ReportMetric(float64(rooms), "rooms") // the size seeded (BENCH_REPORT_ROOMS): run at 100 and 1,000 to compare
 			b.ReportMetric(percentileMS(whole, 50), "p50-ms")
 			b.ReportMetric(percentileMS(whole, 95), "p95-ms")
 			b.ReportMetric(percentileMS(stats, 50), "stats-p50-ms")
@@ -284,4 +314,85 @@ func percentileMS(ds []time.Duration, p int) float64 {
 	slices.Sort(s)
 	i := (len(s)*p + 99) / 100
 	return float64(s[max(i, 1)-1].Microseconds()) / 1000
+}
+
+// queryRecorder is a pgx tracer that keeps the queries sent while on, for explainReport.
+type queryRecorder struct {
+	mu      sync.Mutex
+	on      bool
+	part    string
+	queries []recordedQuery
+}
+
+type recordedQuery struct {
+	part, sql string
+	args      []any
+}
+
+func (r *queryRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.on {
+		r.queries = append(r.queries, recordedQuery{r.part, d.SQL, d.Args})
+	}
+	return ctx
+}
+
+func (r *queryRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (r *queryRecorder) record(part string, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.part, r.on = part, on
+}
+
+// explainReport runs Stats, Totals and PeakHours of q once over traced, then writes to path the
+// EXPLAIN (ANALYZE, BUFFERS) of each query they sent, under its part's name.
+func explainReport(ctx context.Context, tb testing.TB, traced *pgxpool.Pool, rec *queryRecorder, q presencestats.ReportQuery, path string) {
+	tb.Helper()
+	reports := storage.NewReports(traced, time.UTC)
+	rec.mu.Lock()
+	rec.queries = nil
+	rec.mu.Unlock()
+	if _, err := reports.Rooms(ctx); err != nil { // the materialized tables' names, read once, not part of a report
+		tb.Fatal(err)
+	}
+	if _, err := reports.PeakHours(ctx, q); err != nil {
+		tb.Fatal(err)
+	}
+	for _, part := range []string{"stats", "totals", "peak hours"} {
+		rec.record(part, true)
+		var err error
+		switch part {
+		case "stats":
+			err = reports.Stats(ctx, q, func(presencestats.ReportRow) error { return nil })
+		case "totals":
+			_, err = reports.Totals(ctx, q)
+		default:
+			_, err = reports.PeakHours(ctx, q)
+		}
+		rec.record("", false)
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	var out strings.Builder
+	for i, rq := range rec.queries {
+		rows, err := traced.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+rq.sql, rq.args...)
+		if err != nil {
+			tb.Fatalf("explain %s query %d: %v", rq.part, i, err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			tb.Fatalf("explain %s query %d: %v", rq.part, i, err)
+		}
+		first := strings.SplitN(strings.TrimSpace(rq.sql), "\n", 2)[0]
+		fmt.Fprintf(&out, "=== %s, query %d: %s\n%s\n\n", rq.part, i, first, strings.Join(lines, "\n"))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
+		tb.Fatal(err)
+	}
 }
