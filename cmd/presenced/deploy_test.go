@@ -165,7 +165,7 @@ func deployExprs(t *testing.T) map[string][]string {
 		}
 	}
 	// What docs/operations.md promises the rules cover.
-	for _, want := range []string{"PresenceRedisDown", "PresenceSpoolGrowing", "PresenceEventsDropped", "PresenceReadinessFailing"} {
+	for _, want := range []string{"PresenceRedisDown", "PresenceOutboxGrowing", "PresenceEventsDropped", "PresenceReadinessFailing"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("prometheus-alerts.yml has no alert %s", want)
 		}
