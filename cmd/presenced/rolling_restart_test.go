@@ -104,7 +104,7 @@ func TestRollingRestartDrill(t *testing.T) {
 		return true
 	})
 	start := time.Now()
-	d.measuring.Store(true)
+	d.phase.Store(phaseRestarts)
 	for k := range instances {
 		d.setInstance(k, "", false) // reconnects go elsewhere
 		if err := procs[k].cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -126,17 +126,24 @@ func TestRollingRestartDrill(t *testing.T) {
 		procs[k] = startPresenced(t, bin, env)
 		d.setInstance(k, procs[k].base, true)
 	}
-	d.measuring.Store(false)
 	took := time.Since(start)
+	// The baseline: as long again with no restart. Every instance confirms its rooms' unchanged
+	// counts to its members after each heartbeat round (PRESENCE_TTL/3): those pushes happen with
+	// or without restarts.
+	d.phase.Store(phaseQuiet)
+	time.Sleep(took) // a measurement window, not a wait for an effect
+	d.phase.Store(phaseNone)
 
 	// Figures.
-	var maxDip, pushes, maxPushes, resumes, fresh int64
+	var maxDip, pushes, maxPushes, quiet, changes, resumes, fresh int64
 	for _, c := range all {
 		c.mu.Lock()
 		if !c.quit {
 			maxDip = max(maxDip, c.dip)
 			pushes += c.pushes
 			maxPushes = max(maxPushes, c.pushes)
+			quiet += c.quietPushes
+			changes += c.changes
 		}
 		resumes += c.resumed
 		fresh += c.fresh
@@ -144,6 +151,9 @@ func TestRollingRestartDrill(t *testing.T) {
 	}
 	if maxDip != 0 {
 		t.Errorf("maximum dip of online_count seen by a client: %d, want 0", maxDip)
+	}
+	if changes != 0 {
+		t.Errorf("clients were shown %d changes of their room's count, want none (the rooms did not change)", changes)
 	}
 	if fresh != 0 {
 		t.Errorf("%d reconnects were new sessions, want every one resumed", fresh)
@@ -205,21 +215,28 @@ func TestRollingRestartDrill(t *testing.T) {
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("rolling restart of %d instances, %d clients in %d rooms (+%d that do not come back): "+
-		"took %s; max online_count dip seen by any client %d; online_stats pushes per client during the restarts %.2f (max %d); "+
+		"took %s; max online_count dip seen by any client %d; online_stats pushes per client during the restarts %.2f (max %d), "+
+		"of them changing the count shown %d, and %.2f per client in as long without restarts; "+
 		"resumes %d, new sessions on reconnect %d; events in the history for the drill's rooms: %v "+
 		"(connected and disconnected: one per session, from its own start and end); load average %s",
 		instances, clients, rooms, quitters, took.Round(time.Millisecond), maxDip, float64(pushes)/float64(clients), maxPushes,
-		resumes, fresh, written, strings.TrimSpace(string(load)))
+		changes, float64(quiet)/float64(clients), resumes, fresh, written, strings.TrimSpace(string(load)))
 }
 
 // restartDrill is the drill's view of the instances: which are up, at which address.
 type restartDrill struct {
-	t         *testing.T
-	mu        sync.Mutex
-	up        []bool
-	bases     []string
-	measuring atomic.Bool
+	t     *testing.T
+	mu    sync.Mutex
+	up    []bool
+	bases []string
+	phase atomic.Int32 // what the clients measure now
 }
+
+const (
+	phaseNone     = iota
+	phaseRestarts // the rolling restart: dips, pushes, changes
+	phaseQuiet    // the baseline after it: pushes
+)
 
 func (d *restartDrill) setInstance(i int, base string, up bool) {
 	d.mu.Lock()
@@ -278,13 +295,16 @@ type restartClient struct {
 	inst     int       // instance of the current connection once welcomed, -1 between connections
 	last     int64     // the last online_count shown
 	snapshot bool      // the next online_stats is the snapshot after a welcome
-	dip      int64     // while measuring: the largest expect - online_count shown
-	pushes   int64     // while measuring: online_stats other than snapshots
-	resumed  int64     // reconnects that resumed
-	fresh    int64     // reconnects that made a new session
-	conn     *websocket.Conn
-	stopped  bool
-	done     chan struct{}
+	dip      int64     // during the restarts: the largest expect - online_count shown
+	pushes   int64     // during the restarts: online_stats other than snapshots
+	changes  int64     // during the restarts: online_stats (snapshots too) with another count than the last
+	// quietPushes: online_stats other than snapshots during the baseline
+	quietPushes int64
+	resumed     int64 // reconnects that resumed
+	fresh       int64 // reconnects that made a new session
+	conn        *websocket.Conn
+	stopped     bool
+	done        chan struct{}
 }
 
 func (c *restartClient) state() (uuid.UUID, int, int64) {
@@ -380,13 +400,21 @@ func (c *restartClient) read(conn *websocket.Conn, inst int) int {
 		case handlers.TypeOnlineStats:
 			var st presencestats.OnlineStats
 			if json.Unmarshal(f.Data, &st) == nil {
-				c.last = st.OnlineCount
-				if c.d.measuring.Load() {
+				switch c.d.phase.Load() {
+				case phaseRestarts:
 					c.dip = max(c.dip, c.expect-st.OnlineCount)
 					if !c.snapshot {
 						c.pushes++
 					}
+					if st.OnlineCount != c.last {
+						c.changes++
+					}
+				case phaseQuiet:
+					if !c.snapshot {
+						c.quietPushes++
+					}
 				}
+				c.last = st.OnlineCount
 				c.snapshot = false
 			}
 		}
