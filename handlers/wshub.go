@@ -303,7 +303,7 @@ func (h *Hub) Close(ctx context.Context) {
 	h.closing = true
 	live := h.liveLocked()
 	h.mu.Unlock()
-	end, closeMsg := h.shutdownEnding()
+	end, closeMsg := h.shutdownEnding(ctx)
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, c := range live {

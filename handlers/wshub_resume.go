@@ -11,6 +11,8 @@ package handlers
 // server_shutdown. The atomic steps are storage's detach.lua and resume.lua.
 
 import (
+	"context"
+
 	"github.com/google/uuid"
 	"github.com/olahol/melody"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,15 +43,22 @@ func newResumeMetrics(reg prometheus.Registerer) *resumeMetrics {
 
 // shutdownEnding returns how Close ends each live session (c.stateMu held, c.left set) and the
 // close frame of the sockets.
-func (h *Hub) shutdownEnding() (end func(*wsConn), closeMsg []byte) {
+func (h *Hub) shutdownEnding(ctx context.Context) (end func(*wsConn), closeMsg []byte) {
 	if h.cfg.ResumeWindow <= 0 {
 		return func(c *wsConn) { h.leaveLocked(c, presencestats.ReasonServerShutdown) },
 			melody.FormatCloseMessage(melody.CloseGoingAway, "server shutdown")
 	}
 	// A heartbeat after the detach would move the session's deadline to now + PRESENCE_TTL: the
-	// heartbeat loop stops first.
+	// heartbeat loop stops first (a round in progress is bounded by its store calls' timeouts,
+	// and the wait by the shutdown's deadline).
 	h.hbCancel()
-	h.hbDone.Wait()
+	stopped := make(chan struct{})
+	go func() { h.hbDone.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		h.log.Warn("hub close: heartbeats still running at the deadline")
+	}
 	return h.detachLocked, melody.FormatCloseMessage(CloseServiceRestart, "service restart: reconnect with resume")
 }
 
