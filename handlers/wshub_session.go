@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 
+	"github.com/google/uuid"
 	"github.com/olahol/melody"
 
 	"presencestats"
@@ -63,8 +64,7 @@ func (h *Hub) welcome(c *wsConn) {
 	c.stateMu.Unlock()
 	snapshot := joined
 	if !ok {
-		snapshot = h.cachedOrZero(c.room)
-		snapshot.Degraded = true
+		snapshot = h.degradedStats(context.Background(), []uuid.UUID{c.room})[0]
 	}
 	// Pushes made while it joined skipped it: it gets the newest counts of its room, which its
 	// join is part of, and from now on every push.
