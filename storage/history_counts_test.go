@@ -9,9 +9,9 @@ import (
 	"github.com/google/uuid"
 
 	"presencestats"
+	queries "presencestats/sql"
 	"presencestats/storage"
 	"presencestats/storage/storagetest"
-	queries "presencestats/sql"
 )
 
 // seedLastCounts writes, for each room, events on three days (three chunks) whose newest is not
