@@ -20,6 +20,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"presencestats"
 	"presencestats/handlers"
 	"presencestats/storage"
 	"presencestats/storage/storagetest"
@@ -255,10 +256,12 @@ type drillClient struct {
 	instance int
 
 	mu       sync.Mutex
-	id       uuid.UUID // from welcome
-	joined   bool      // a snapshot that was not degraded came after the welcome: Redis has it
-	closed   bool      // the test closed it (a leave)
-	killed   bool      // its instance was killed (the sweeper expires it)
+	id       uuid.UUID                 // from welcome
+	joined   bool                      // a snapshot that was not degraded came after the welcome: Redis has it
+	last     presencestats.OnlineStats // the newest online_stats frame
+	frames   int                       // online_stats frames received
+	closed   bool                      // the test closed it (a leave)
+	killed   bool                      // its instance was killed (the sweeper expires it)
 	readDone chan struct{}
 }
 
@@ -293,11 +296,12 @@ func dialDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *
 					c.id = w.SessionID
 				}
 			case handlers.TypeOnlineStats:
-				var st struct {
-					Degraded bool `json:"degraded"`
-				}
-				if json.Unmarshal(f.Data, &st) == nil && !st.Degraded && c.id != uuid.Nil {
-					c.joined = true
+				var st presencestats.OnlineStats
+				if json.Unmarshal(f.Data, &st) == nil {
+					c.last, c.frames = st, c.frames+1
+					if !st.Degraded && c.id != uuid.Nil {
+						c.joined = true
+					}
 				}
 			}
 			c.mu.Unlock()
