@@ -117,6 +117,11 @@ func (h *Hub) register(c *wsConn, expired bool) (presencestats.OnlineStats, bool
 		h.metrics.joins.Inc()
 	} else {
 		h.metrics.rejoins.Inc()
+		if ev.Type == presencestats.EventConnected {
+			// Recorded as a new connection (it had been expired): later registrations carry
+			// this connection's time.
+			c.connectedAt = ev.TS
+		}
 	}
 	return st, true
 }

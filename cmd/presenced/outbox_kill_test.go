@@ -267,6 +267,22 @@ type drillClient struct {
 
 func dialDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *drillClient {
 	t.Helper()
+	c := openDrill(t, base, token, room, instance)
+	// Wait for the join (its snapshot) so the round's events exist before the kill; a client
+	// whose instance does not answer in time is still part of the drill (maybe joined).
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, joined, _ := c.state(); joined {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling the read loop
+	}
+	return c
+}
+
+// openDrill opens a drill session without waiting for its join.
+func openDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *drillClient {
+	t.Helper()
 	url := "ws" + strings.TrimPrefix(base, "http") + "/ws/rooms/" + room.String() + "?access_token=" + token
 	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
 	if err != nil {
@@ -307,15 +323,6 @@ func dialDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *
 			c.mu.Unlock()
 		}
 	}()
-	// Wait for the join (its snapshot) so the round's events exist before the kill; a client
-	// whose instance does not answer in time is still part of the drill (maybe joined).
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, joined, _ := c.state(); joined {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // polling the read loop
-	}
 	return c
 }
 
