@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,11 +12,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
 
 	"presencestats/handlers"
 	"presencestats/storage/storagetest"
@@ -291,4 +295,269 @@ func (ts *persistentTimescale) kill() {
 	_ = ts.cmd.Process.Signal(syscall.SIGKILL)
 	<-ts.done
 	ts.cmd = nil
+}
+
+// The database (the local TimescaleDB, its data in a directory) killed with SIGKILL and
+// restarted under load: two instances, joins and leaves going on. Users see nothing: counts stay
+// exact and live (Redis has them), REST answers are not degraded; /readyz says 503 meanwhile. The
+// events wait in the outbox and reach the database once it is back: the history is exact.
+func TestDrillDatabaseRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs presenced")
+	}
+	storagetest.SkipOnServer(t, "it kills and restarts its database, the local engine")
+	ts := startPersistentTimescale(t)
+	pool := storagetest.Connect(t, ts.dsn(), true)
+	c := newDrillCluster(t, 2, 2, pool, nil)
+	users := make([]uuid.UUID, 6)
+	for i := range users {
+		users[i] = uuid.New()
+	}
+	for k := range 12 {
+		c.join(k%2, users[k%len(users)], c.rooms[k%2])
+	}
+	c.settle("start", 15*time.Second)
+
+	ts.kill()
+	down := time.Now()
+	var tally restTally
+	sources := map[string]int{}
+	notReady := 0
+	for time.Since(down) < 3*time.Second {
+		c.churn(2, users, true)
+		c.settle("the database away", 10*time.Second) // counts stay exact: Redis has them
+		c.restSample(&tally, sources)
+		if resp, err := http.Get(c.procs[0].base + "/readyz"); err == nil {
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				notReady++
+			}
+			resp.Body.Close()
+		}
+	}
+	outage := time.Since(down)
+	ts.start(t)
+	c.churn(6, users, true)
+	c.settle("after the restart", 15*time.Second)
+	for _, cl := range c.live() {
+		cl.close()
+	}
+	verifyDrillHistory(t, c.pool, c.redisURL, c.prefix, c.rooms, c.clients, 90*time.Second)
+	unrecorded := assertAllFinished(t, c.pool, c.rooms, c.clients)
+	if tally.failed > 0 || tally.degraded > 0 {
+		t.Errorf("REST with the database away: %d failed, %d degraded room answers, want none", tally.failed, tally.degraded)
+	}
+	if unrecorded != 0 {
+		t.Errorf("%d sessions never reached Redis", unrecorded)
+	}
+	t.Logf("database down %s: counts exact throughout; REST %d answers 200, 0 degraded (sources %v); /readyz 503 in %d probes; "+
+		"%d sessions, each one connected and one disconnected in the history after the restart",
+		outage.Round(100*time.Millisecond), tally.ok, sources, notReady, len(c.clients))
+}
+
+// A client that never reads, in a room with heavy chat: it is cut (slow_consumer) when its send
+// queue overflows; the other members get every message and the count drops by one; its session
+// has one connected and one disconnected event.
+func TestDrillClientNeverReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs presenced")
+	}
+	c := newDrillCluster(t, 2, 1, nil, map[string]string{
+		"WS_SEND_BUFFER": "64", "CHAT_RATE": "1000", "CHAT_BURST": "1000", "MAX_MESSAGE_BYTES": "4096",
+	})
+	room := c.rooms[0]
+	reader := c.join(0, uuid.New(), room)
+	talker := c.join(1, uuid.New(), room)
+	slowUser := uuid.New()
+	tok, _ := c.auth.Mint(slowUser, handlers.RoleUser, time.Hour)
+	slow, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(c.procs[0].base, "http")+"/ws/rooms/"+room.String()+"?access_token="+tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close() // never read
+	c.settleCounts(reader, 3, 3)
+
+	// The reader counts the chat it gets, on a connection of its own beside the drill client.
+	var got atomic.Int64
+	rtok, _ := c.auth.Mint(c.users[reader], handlers.RoleUser, time.Hour)
+	rc, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(c.procs[0].base, "http")+"/ws/rooms/"+room.String()+"?access_token="+rtok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	go func() {
+		for {
+			_, b, err := rc.ReadMessage()
+			if err != nil {
+				return
+			}
+			if strings.Contains(string(b), `"type":"message"`) {
+				got.Add(1)
+			}
+		}
+	}()
+	c.settleCounts(reader, 3, 4)
+
+	text := strings.Repeat("x", 3900)
+	sent := 0
+	for ; sent < 20000; sent++ {
+		if err := talker.conn.WriteJSON(handlers.ClientFrame{Type: handlers.TypeMessage, Text: text}); err != nil {
+			t.Fatal(err)
+		}
+		if sent%50 == 49 {
+			// The members that read keep up (they are not slow consumers): the talker waits for
+			// the counting reader before the next burst.
+			waitFor := time.Now().Add(15 * time.Second)
+			for got.Load() < int64(sent+1) && time.Now().Before(waitFor) {
+				time.Sleep(5 * time.Millisecond) // polling the reader's count
+			}
+			if c.sessionsNow(t, room) == 3 {
+				break
+			}
+		}
+	}
+	c.settleCounts(reader, 2, 3) // the slow client is gone: the reader (two tabs) and the talker
+	deadline := time.Now().Add(30 * time.Second)
+	for got.Load() < int64(sent+1) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // polling the reader's count
+	}
+	if n := got.Load(); n != int64(sent+1) {
+		t.Errorf("the reading member got %d of %d messages", n, sent+1)
+	}
+	var conn, disc int
+	var reason string
+	err = c.pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE event_type = 'connected'),
+		count(*) FILTER (WHERE event_type = 'disconnected'), coalesce(max(reason), '')
+		FROM presence_events WHERE room_id = $1 AND user_id = $2`, room, slowUser).Scan(&conn, &disc, &reason)
+	for ; err == nil && disc == 0 && time.Now().Before(deadline); err = c.pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE event_type = 'connected'),
+		count(*) FILTER (WHERE event_type = 'disconnected'), coalesce(max(reason), '')
+		FROM presence_events WHERE room_id = $1 AND user_id = $2`, room, slowUser).Scan(&conn, &disc, &reason) {
+		time.Sleep(100 * time.Millisecond) // polling the history
+	}
+	if err != nil || conn != 1 || disc != 1 || reason != "slow_consumer" {
+		t.Errorf("history of the slow client: %d connected, %d disconnected, reason %q, %v; want 1, 1, slow_consumer", conn, disc, reason, err)
+	}
+	t.Logf("a client that never reads: cut as slow_consumer after %d messages of 3.9 KB; the reading member got all %d; counts 3 users/4 sessions -> 2/3",
+		sent+1, got.Load())
+}
+
+// settleCounts waits until cl was last pushed users and sessions.
+func (c *drillCluster) settleCounts(cl *drillClient, users, sessions int64) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		cl.mu.Lock()
+		st := cl.last
+		cl.mu.Unlock()
+		if st.OnlineCount == users && st.SessionCount == sessions {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("counts %d/%d, want %d users, %d sessions", st.OnlineCount, st.SessionCount, users, sessions)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the client's frames
+	}
+}
+
+// sessionsNow asks instance 0 for the room's session count.
+func (c *drillCluster) sessionsNow(t *testing.T, room uuid.UUID) int64 {
+	tok, _ := c.auth.Mint(uuid.New(), handlers.RoleUser, time.Hour)
+	req, _ := http.NewRequest(http.MethodGet, c.procs[0].base+"/api/rooms/"+room.String()+"/stats", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		SessionCount int64 `json:"session_count"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	return st.SessionCount
+}
+
+// 10,000 connect/disconnect cycles as fast as 8 clients can make them, against two instances
+// (the connect rate limit raised: one address makes them all). A member watching the room ends
+// with its own count; every cycle is one connected and one disconnected event, none twice, and
+// sum(online_delta) is the live count. DRILL_CYCLES changes the number.
+func TestDrillRapidConnectCycles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs presenced")
+	}
+	cycles := 10000
+	if v, err := strconv.Atoi(os.Getenv("DRILL_CYCLES")); err == nil && v > 0 {
+		cycles = v
+	}
+	c := newDrillCluster(t, 2, 1, nil, map[string]string{"CONNECT_RATE": "1000000", "CONNECT_BURST": "1000000"})
+	room := c.rooms[0]
+	watcher := c.join(0, uuid.New(), room)
+	const workers = 8
+	var degraded, failed atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, _ := c.auth.Mint(uuid.New(), handlers.RoleUser, time.Hour)
+			url := "ws" + strings.TrimPrefix(c.procs[w%2].base, "http") + "/ws/rooms/" + room.String() + "?access_token=" + tok
+			for k := w; k < cycles; k += workers {
+				conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				for { // the welcome, then the snapshot: the join is done
+					var f struct {
+						Type string `json:"type"`
+						Data struct {
+							Degraded bool `json:"degraded"`
+						} `json:"data"`
+					}
+					if err := conn.ReadJSON(&f); err != nil {
+						failed.Add(1)
+						break
+					}
+					if f.Type == handlers.TypeOnlineStats {
+						if f.Data.Degraded {
+							degraded.Add(1)
+						}
+						break
+					}
+				}
+				_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+				conn.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	c.settleCounts(watcher, 1, 1)
+	if failed.Load() > 0 || degraded.Load() > 0 {
+		t.Errorf("%d cycles failed, %d snapshots degraded", failed.Load(), degraded.Load())
+	}
+	// The history: every cycle's session one connected and one disconnected, and the watcher's
+	// connected; nothing twice; the deltas sum to the live count, 1.
+	var sessions, conns, discs, dup, sum int64
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := c.pool.QueryRow(context.Background(), `SELECT count(DISTINCT session_id),
+			count(*) FILTER (WHERE event_type = 'connected'), count(*) FILTER (WHERE event_type = 'disconnected'),
+			count(*) - count(DISTINCT event_id), coalesce(sum(online_delta), 0)
+			FROM presence_events WHERE room_id = $1 AND event_type <> 'heartbeat'`, room).Scan(&sessions, &conns, &discs, &dup, &sum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if conns == int64(cycles)+1 && discs == int64(cycles) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // polling the history
+	}
+	if sessions != int64(cycles)+1 || conns != int64(cycles)+1 || discs != int64(cycles) || dup != 0 || sum != 1 {
+		t.Errorf("history: %d sessions, %d connected, %d disconnected, %d twice, sum(online_delta) %d; want %d, %d, %d, 0, 1",
+			sessions, conns, discs, dup, sum, cycles+1, cycles+1, cycles)
+	}
+	t.Logf("%d connect/disconnect cycles by %d clients on 2 instances in %s (%.0f/s); 0 failed, 0 degraded; the watcher ends at 1/1; "+
+		"history: %d connected, %d disconnected, 0 twice, sum(online_delta) 1", cycles, workers, took.Round(100*time.Millisecond),
+		float64(cycles)/took.Seconds(), conns, discs)
 }
