@@ -66,7 +66,9 @@ func (s *Sweeper) Start() {
 }
 
 // SweepOnce expires what is due now (their events go to the outbox in the same step); it returns
-// how many sessions it expired. Errors are logged: the next tick tries again.
+// how many sessions it expired. Errors are logged: the next tick tries again. After a sweep that
+// found Redis unavailable it only pings, and once Redis answers it sweeps nothing for one
+// PRESENCE_TTL (see Sweeper). One goroutine at a time (the sweeper's own loop).
 func (s *Sweeper) SweepOnce(ctx context.Context) int {
 	sctx, cancel := context.WithTimeout(ctx, s.interval)
 	defer cancel()
