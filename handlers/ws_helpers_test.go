@@ -93,6 +93,8 @@ type presenceOpts struct {
 	rec *presenceRecorder
 	// resumeWindow is RESUME_WINDOW (default 0: a shutdown ends the sessions).
 	resumeWindow time.Duration
+	// history, when set, answers rooms not cached while Redis is down (storage.HistoryCounts).
+	history handlers.HistoryCounts
 }
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
@@ -175,6 +177,7 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
 		SendBuffer: o.sendBuffer, WriteWait: time.Second, Limits: limits, Now: now, AfterFunc: afterFunc,
 		ResumeWindow: o.resumeWindow,
+		History:      o.history,
 	})
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger: discardLogger(), Registry: reg, Features: []handlers.Feature{hub}, TrustedProxies: o.trusted,

@@ -39,6 +39,9 @@ type HubConfig struct {
 	Auth     *TokenAuthority
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
+	// History answers rooms this instance has no count of while Redis is unreachable
+	// (wshub_fallback.go); nil: zero, degraded.
+	History HistoryCounts
 
 	AllowedOrigins         []string // empty: same host only
 	MaxMessageBytes        int
@@ -80,8 +83,9 @@ type Hub struct {
 	conns    sync.WaitGroup
 	resyncMu sync.Mutex
 
-	cacheMu sync.RWMutex
-	cache   map[uuid.UUID]cachedStats
+	cacheMu  sync.RWMutex
+	cache    map[uuid.UUID]cachedStats
+	fallback *historyFallback // the history's answers while Redis is unreachable
 
 	up         atomic.Bool // Redis reachable as far as we know
 	subscribed atomic.Bool // the subscription to the rooms' channels was established once
@@ -196,7 +200,8 @@ func NewHub(cfg HubConfig) *Hub {
 	h := &Hub{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, metrics: newHubMetrics(cfg.Registry),
 		rooms: map[uuid.UUID]*localRoom{}, cache: map[uuid.UUID]cachedStats{},
-		resumes: newResumeMetrics(cfg.Registry),
+		resumes:  newResumeMetrics(cfg.Registry),
+		fallback: newHistoryFallback(cfg.Registry),
 	}
 	h.up.Store(true)
 	m := melody.New()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 
+	"github.com/google/uuid"
 	"github.com/olahol/melody"
 
 	"presencestats"
@@ -70,8 +71,7 @@ func (h *Hub) welcome(c *wsConn) {
 	c.stateMu.Unlock()
 	snapshot := joined
 	if !ok {
-		snapshot = h.cachedOrZero(c.room)
-		snapshot.Degraded = true
+		snapshot = h.degradedStats(context.Background(), []uuid.UUID{c.room})[0]
 	}
 	// Pushes made while it joined skipped it: it gets the newest counts of its room, which its
 	// join is part of, and from now on every push.
@@ -124,6 +124,11 @@ func (h *Hub) register(c *wsConn, expired bool) (presencestats.OnlineStats, bool
 		h.metrics.joins.Inc()
 	} else {
 		h.metrics.rejoins.Inc()
+		if ev.Type == presencestats.EventConnected {
+			// Recorded as a new connection (it had been expired): later registrations carry
+			// this connection's time.
+			c.connectedAt = ev.TS
+		}
 	}
 	return st, true
 }

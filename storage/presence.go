@@ -191,8 +191,10 @@ func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 // and the session new in Redis, its connected event is appended to the outbox in the same step
 // (see Outbox): set it for a session not registered before (s.ConnectedAt zero) and for one that
 // a sweeper expired (its timeout event is recorded); not for one registered again after Redis
-// lost it, whose connection is recorded already. The returned event is that connected event
-// (TS, OnlineAfter, OnlineDelta; EventID as in the outbox), for the caller's information.
+// lost it, whose connection is recorded already; but a session a sweeper expired meanwhile (its
+// timeout event is recorded; the expire script keeps its id for an hour) is recorded as a new
+// connection all the same. The returned event is the connected event recorded (TS, OnlineAfter,
+// OnlineDelta; EventID as in the outbox), for the caller's information; Type heartbeat when none was.
 // When the session was already in the room nothing changed but its deadline and nothing is
 // recorded: the event then has Type heartbeat and OnlineDelta 0; except for a caller that has
 // not seen its connection yet (s.ConnectedAt zero), whose reply to an earlier join of the
@@ -228,6 +230,10 @@ func (p *Presence) Join(ctx context.Context, s presencestats.Session, record boo
 		EventID: base, TS: ts, RoomID: room, UserID: s.UserID, SessionID: s.ID,
 		Type: presencestats.EventConnected, OnlineAfter: int(online), OnlineDelta: int(delta),
 		UserIP: s.UserIP, UserAgent: s.UserAgent,
+	}
+	if existed == 0 && r.int(9) == 0 {
+		// Registered again without a connected event (its connection is in the history already).
+		ev.Type, ev.OnlineDelta = presencestats.EventHeartbeat, 0
 	}
 	if existed == 1 {
 		ev.Type, ev.OnlineDelta = presencestats.EventHeartbeat, 0

@@ -55,6 +55,12 @@ const Shards = 64
 //	                                   "history"                                       Shards while away
 //	P{sN}:events:dropped       STRING  events the MAXLEN bound removed before the      none
 //	                                   database had them (a loss, counted)
+//	P{sN}:room:<uuid>:expired  ZSET    member session UUID, score = when a sweeper     1 hour, refreshed
+//	                                   expired it (Unix ms), for an hour: a session    by every expiry;
+//	                                   its instance registers again after an outage    older members are
+//	                                   (join without record) was given a timeout       removed then
+//	                                   event, so its return is a new connected event
+//	                                   (expire.lua writes, join.lua reads and removes)
 //
 // A rolling restart (presence_resume.go): a shutting-down instance detaches its sessions
 // (detach.lua: inst becomes "~server_shutdown", the deadline the end of RESUME_WINDOW, the index
@@ -101,12 +107,14 @@ func shardOf(room uuid.UUID) int {
 func (k redisKeys) shardTag(shard int) string { return k.prefix + "{s" + strconv.Itoa(shard) + "}" }
 
 // room returns the keys of a room's presence scripts, in the order they take them as KEYS: the
-// room's three keys, then its shard's index, event stream and dropped-events counter.
+// room's three keys, then its shard's index, event stream and dropped-events counter, then the
+// room's expired sessions (KEYS[7]).
 func (k redisKeys) room(room uuid.UUID) []string {
 	shard := shardOf(room)
 	tag := k.shardTag(shard)
 	r := tag + ":room:" + room.String()
-	return []string{r + ":sessions", r + ":sessdata", r + ":users", tag + ":rooms", tag + ":events", tag + ":events:dropped"}
+	return []string{r + ":sessions", r + ":sessdata", r + ":users", tag + ":rooms", tag + ":events", tag + ":events:dropped",
+		r + ":expired"}
 }
 
 // rooms is shard's part of the sweeper's index of rooms with sessions.

@@ -31,13 +31,13 @@ func instanceID() string {
 // startPresence wires real-time presence. Its presence events go to the outbox in Redis, in the
 // same step as each change (the history's outbox consumer moves them to the database).
 func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb redis.UniversalClient,
-	auth *handlers.TokenAuthority, instance string, limits *handlers.ConnLimits) *presenceFeature {
+	auth *handlers.TokenAuthority, instance string, limits *handlers.ConnLimits, history handlers.HistoryCounts) *presenceFeature {
 	store := storage.NewPresence(rdb, storage.PresenceOptions{
 		KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.PresenceTTL, Logger: log, InstanceID: instance,
 		OutboxMaxEvents: cfg.OutboxMaxEvents,
 	})
 	hub := handlers.NewHub(handlers.HubConfig{
-		Store: store, Auth: auth, Logger: log, Registry: reg,
+		Store: store, Auth: auth, Logger: log, Registry: reg, History: history,
 		AllowedOrigins:  cfg.AllowedOrigins,
 		MaxMessageBytes: cfg.MaxMessageBytes, PresenceTTL: cfg.PresenceTTL,
 		StatsPushInterval: cfg.StatsPushInterval, StatsCacheTTL: cfg.StatsCacheTTL,

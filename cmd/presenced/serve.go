@@ -90,7 +90,8 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, er
 		MaxPerUser: cfg.MaxConnectionsPerUser, MaxTotal: cfg.MaxConnections,
 		Rate: cfg.ConnectRate, Burst: cfg.ConnectBurst, MaxAddresses: cfg.ConnectAddresses,
 	}, reg)
-	presence := startPresence(cfg, log, reg, rdb, auth, instance, connLimits)
+	// While Redis is unreachable, rooms the hub has no count of are answered from the history.
+	presence := startPresence(cfg, log, reg, rdb, auth, instance, connLimits, storage.NewHistoryCounts(pool))
 	features = append(features, presence.Hub)
 	closers = append(closers, presence.Close)
 	closers = append(closers, closeHistory)

@@ -4,7 +4,8 @@
 -- score in the shard's index to its next deadline (or remove the empty room). Two sweepers racing
 -- on a room cannot both remove a session: the script runs atomically.
 -- KEYS[1] room sessions ZSET, KEYS[2] room session-data HASH, KEYS[3] room users HASH,
--- KEYS[4..6] the shard's index, stream and dropped counter (outbox.lua)
+-- KEYS[4..6] the shard's index, stream and dropped counter (outbox.lua), KEYS[7] the room's expired
+-- sessions (ZSET session -> when, kept an hour: join.lua records the return of one as a new connection)
 -- ARGV[1..5] see outbox.lua; ARGV[6] at most this many sessions
 -- Returns {now_us, online, sessions, next_deadline_ms (-1: room empty),
 --          then per expired session: session, user, connected_us, online_delta, online_after,
@@ -38,6 +39,7 @@ for _, s in ipairs(due) do
   if user and user ~= '' then
     emit('disconnected', ts, user, s, delta, online, connected or '0', reason, ip or '', ua or '')
   end
+  redis.call('ZADD', KEYS[7], now_ms, s)
   local n = #out
   out[n + 1] = s
   out[n + 2] = user or ''
@@ -55,6 +57,10 @@ if #first == 2 then
   redis.call('ZADD', KEYS[4], first[2], ARGV[4])
 else
   redis.call('ZREM', KEYS[4], ARGV[4])
+end
+if #due > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now_ms - 3600000)
+  redis.call('PEXPIRE', KEYS[7], 3600000)
 end
 if #due > 0 then
   redis.call('PUBLISH', ARGV[5], 's|' .. out[2] .. '|' .. out[3] .. '|' .. now_s)
