@@ -14,7 +14,7 @@ import (
 	"presencestats/storage/storagetest"
 )
 
-func newPresence(tb testing.TB, ttl time.Duration) (*storage.Presence, *redis.Client) {
+func newPresence(tb testing.TB, ttl time.Duration) (*storage.Presence, redis.UniversalClient) {
 	tb.Helper()
 	rdb, err := storage.OpenRedis(context.Background(), storagetest.RedisURL(tb))
 	if err != nil {

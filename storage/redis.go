@@ -3,16 +3,84 @@ package storage
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// OpenRedis parses REDIS_URL and returns a client. It does not wait for the server: the service
+// OpenRedis parses REDIS_URL (see ParseRedisURL) and returns a client: a plain one for one
+// address, a Redis Cluster client for several. It does not wait for the server: the service
 // starts, and stays up, while Redis is down (presence degrades, see Presence).
-func OpenRedis(ctx context.Context, url string) (*redis.Client, error) {
-	opt, err := redis.ParseURL(url)
+func OpenRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error) {
+	single, cluster, err := ParseRedisURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
+		return nil, err
 	}
-	return redis.NewClient(opt), nil
+	if cluster != nil {
+		return redis.NewClusterClient(cluster), nil
+	}
+	return redis.NewClient(single), nil
+}
+
+// ParseRedisURL reads REDIS_URL. One address, redis://[user:password@]host:port[/db][?options],
+// is one Redis server (single is set). Several comma-separated addresses,
+// redis://[user:password@]host1:port1,host2:port2,...[?options], name a Redis Cluster (cluster
+// is set): they are the seeds the client asks for the cluster's layout (any masters or replicas;
+// name at least two, so that one node down does not stop a start), and the client follows the
+// cluster's slots from there. A cluster has only database 0: a /db other than /0 is an error.
+// The options are go-redis's URL options (dial_timeout=, max_retries=, pool_size=, ...).
+func ParseRedisURL(rawURL string) (single *redis.Options, cluster *redis.ClusterOptions, err error) {
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, nil, fmt.Errorf("parse REDIS_URL: want redis://host:port[,host:port...][/db][?options]")
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	userinfo, hosts := "", authority
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		userinfo, hosts = authority[:at+1], authority[at+1:]
+	}
+	addrs := strings.Split(hosts, ",")
+	if len(addrs) == 1 {
+		opt, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("parse REDIS_URL: %w", err)
+		}
+		return opt, nil, nil
+	}
+	for _, a := range addrs {
+		if a == "" {
+			return nil, nil, fmt.Errorf("parse REDIS_URL: empty address in the cluster list %q", hosts)
+		}
+	}
+	// go-redis reads a cluster URL as its first address plus one addr= option per other address.
+	u, err := url.Parse(scheme + "://" + userinfo + addrs[0] + tail)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse REDIS_URL: %w", err)
+	}
+	if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
+		return nil, nil, fmt.Errorf("parse REDIS_URL: a Redis Cluster has only database 0, not /%s", p)
+	}
+	u.Path = ""
+	q := u.Query()
+	for _, a := range addrs[1:] {
+		q.Add("addr", a)
+	}
+	u.RawQuery = q.Encode()
+	opt, err := redis.ParseClusterURL(u.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse REDIS_URL: %w", err)
+	}
+	return nil, opt, nil
+}
+
+// isCluster says whether rdb is a Redis Cluster client: sharded channels must then be subscribed
+// to on the node owning their slot, one slot per SSUBSCRIBE (see Presence.Listen).
+func isCluster(rdb redis.UniversalClient) bool {
+	_, ok := rdb.(*redis.ClusterClient)
+	return ok
 }

@@ -51,6 +51,6 @@ else
   redis.call('ZREM', KEYS[4], ARGV[4])
 end
 if #due > 0 then
-  redis.call('PUBLISH', ARGV[5], 's|' .. out[2] .. '|' .. out[3] .. '|' .. now_s)
+  publish_counts(out[2], out[3], now_s)
 end
 return out
