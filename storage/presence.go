@@ -196,6 +196,9 @@ func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 // not seen its connection yet (s.ConnectedAt zero), whose reply to an earlier join of the
 // session was lost after Redis applied it (and recorded it): it gets that join's connected event
 // (its time, delta and count).
+// A session a sweeper expired is recorded as a new connection when it joins again, even without
+// record: the caller may not know of the expiry (it re-registers its sessions after an outage
+// longer than PRESENCE_TTL), and the history has its timeout event.
 func (p *Presence) Join(ctx context.Context, s presencestats.Session, record bool) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
 	var connected int64
 	if !s.ConnectedAt.IsZero() {

@@ -36,6 +36,9 @@ const Shards = 64
 //	                                   the Unix microseconds of its last presence      "clock" until the
 //	                                   event; every event takes max(TIME, clock + 1),  TTL: an event
 //	                                   so no two events of a room share a time         after it is later)
+//	                                   and field "x:<session>" -> "1": the sweeper
+//	                                   expired that session (its timeout event is
+//	                                   recorded); a join of it records a new connected
 //	P{sN}:room:<uuid>:users    HASH    field user UUID -> number of open sessions;    (an empty ZSET/HASH
 //	                                   HLEN = online_count (O(1)), the ZSET's ZCARD =  is deleted by Redis)
 //	                                   session_count (O(1))
@@ -106,6 +109,10 @@ func shardOf(room uuid.UUID) int {
 	_, _ = h.Write(room[:])
 	return int(h.Sum32() % Shards)
 }
+
+// RoomHashTag returns the Redis Cluster hash tag of a room's keys and channel, "{sN}": the slot
+// of a room is CLUSTER KEYSLOT of it (operators and tests find a room's node with it).
+func RoomHashTag(room uuid.UUID) string { return "{s" + strconv.Itoa(shardOf(room)) + "}" }
 
 func (k redisKeys) shardTag(shard int) string { return k.prefix + "{s" + strconv.Itoa(shard) + "}" }
 

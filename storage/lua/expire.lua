@@ -32,6 +32,9 @@ for _, s in ipairs(due) do
   local online = redis.call('HLEN', KEYS[3])
   if user and user ~= '' then
     emit('disconnected', ts, user, s, delta, online, connected or '0', 'timeout', ip or '', ua or '')
+    -- The history saw this session end: if its instance registers it again (after an outage
+    -- longer than the TTL, when it does not know of the expiry), join.lua records a new connection.
+    redis.call('HSET', KEYS[2], 'x:' .. s, '1')
   end
   local n = #out
   out[n + 1] = s

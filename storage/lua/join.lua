@@ -18,6 +18,12 @@ local now_us = tick(tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local ttl = tonumber(ARGV[8])
 local deadline = now_ms + ttl
 local existed = redis.call('ZSCORE', KEYS[1], ARGV[6])
+-- A session a sweeper expired (its timeout event is in the history, expire.lua left the mark
+-- "x:<session>") is a new connection when it comes back, whatever the caller believes: an
+-- instance re-registering its sessions after an outage longer than PRESENCE_TTL (a Redis Cluster
+-- failover, a partition) cannot tell them from sessions Redis lost.
+local record = ARGV[10]
+if not existed and redis.call('HDEL', KEYS[2], 'x:' .. ARGV[6]) == 1 then record = '1' end
 redis.call('ZADD', KEYS[1], deadline, ARGV[6])
 local delta = 0
 local joined = {'0', '0', '0'}
@@ -45,7 +51,7 @@ if sessions == 1 then
   redis.call('ZADD', KEYS[4], 'LT', deadline, ARGV[4])
 end
 if not existed then
-  if ARGV[10] == '1' then
+  if record == '1' then
     emit('connected', now_us, ARGV[7], ARGV[6], delta, online, connected_s, '', ARGV[11], ARGV[12])
   end
   publish_counts(online, sessions, now_s)

@@ -151,7 +151,8 @@ func (c *RedisCluster) WaitHealthy(tb testing.TB, timeout time.Duration) {
 	}
 }
 
-// MasterOf returns the node that masters slot now, as the first running node sees it.
+// MasterOf returns the node that masters slot now, as the first running node sees it; nil when
+// the slot has none (its master failed and no replica took over yet).
 func (c *RedisCluster) MasterOf(tb testing.TB, slot int) *ClusterNode {
 	tb.Helper()
 	for _, n := range c.Nodes {
@@ -180,7 +181,25 @@ func (c *RedisCluster) MasterOf(tb testing.TB, slot int) *ClusterNode {
 		}
 		break
 	}
-	tb.Fatalf("no master for slot %d", slot)
+	return nil
+}
+
+// MasterOfKey returns the node that masters key's slot now (nil: none, see MasterOf).
+func (c *RedisCluster) MasterOfKey(tb testing.TB, key string) *ClusterNode {
+	tb.Helper()
+	for _, n := range c.Nodes {
+		select {
+		case <-n.done:
+			continue
+		default:
+		}
+		slot, err := strconv.Atoi(strings.TrimSpace(c.cli(n, "cluster", "keyslot", key)))
+		if err != nil {
+			tb.Fatalf("cluster keyslot %s: %v", key, err)
+		}
+		return c.MasterOf(tb, slot)
+	}
+	tb.Fatal("no Redis Cluster node running")
 	return nil
 }
 
