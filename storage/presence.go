@@ -41,7 +41,15 @@ type PresenceOptions struct {
 	// OutboxMaxEvents bounds the outbox streams (OUTBOX_MAX_EVENTS, all shards together): past it
 	// the oldest events are dropped, and counted (see outbox.lua). 0: unbounded.
 	OutboxMaxEvents int64
-	Logger          *slog.Logger
+	// WaitReplicas (REDIS_WAIT_REPLICAS) > 0: every presence script is followed by WAIT
+	// WaitReplicas WaitTimeout on the same connection, and a change not confirmed by that many
+	// replicas within WaitTimeout (default 250ms) is reported as an outcome unknown (an error
+	// wrapping context.DeadlineExceeded), which callers already handle as a lost reply. Redis
+	// replication is asynchronous: without it a change a master acknowledged just before it died
+	// can be missing on the replica that takes over (docs/operations.md, Redis Cluster).
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	Logger       *slog.Logger
 }
 
 // Presence is the live presence of rooms in Redis: which sessions are open, by which users, and
@@ -60,6 +68,8 @@ type Presence struct {
 	instance string
 	log      *slog.Logger
 	bound    int64 // MAXLEN of each shard's stream; 0: none
+	waitN    int   // WAIT this many replicas after each script; 0: none
+	waitMS   int64
 
 	join, leave, touch, expire, counts *redis.Script
 }
@@ -72,9 +82,12 @@ func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
 	if opt.InstanceID == "" {
 		opt.InstanceID = uuid.NewString()
 	}
+	if opt.WaitTimeout <= 0 {
+		opt.WaitTimeout = 250 * time.Millisecond
+	}
 	return &Presence{
 		rdb: rdb, keys: redisKeys{prefix: opt.KeyPrefix}, ttl: opt.TTL, instance: opt.InstanceID, log: opt.Logger,
-		bound: outboxShardBound(opt.OutboxMaxEvents),
+		bound: outboxShardBound(opt.OutboxMaxEvents), waitN: opt.WaitReplicas, waitMS: opt.WaitTimeout.Milliseconds(),
 		join:  mustScript("join.lua", "clock.lua", "outbox.lua"), leave: mustScript("leave.lua", "clock.lua", "outbox.lua"),
 		touch: mustScript("touch.lua", "clock.lua", "outbox.lua"), expire: mustScript("expire.lua", "clock.lua", "outbox.lua"),
 		counts: mustScript("counts.lua"),
@@ -108,12 +121,19 @@ func unavailable(doing string, err error) error {
 // run executes script with EVALSHA (one round trip). When Redis has lost its script cache
 // (NOSCRIPT: a restart) it loads the script and retries.
 func (p *Presence) run(ctx context.Context, s *redis.Script, keys []string, args []any) ([]any, error) {
-	cmd := s.EvalSha(ctx, p.rdb, keys, args...)
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+	eval := func() (*redis.Cmd, error) { return s.EvalSha(ctx, p.rdb, keys, args...), nil }
+	if p.waitN > 0 {
+		eval = func() (*redis.Cmd, error) { return p.evalAndWait(ctx, s, keys, args) }
+	}
+	cmd, err := eval()
+	if err == nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 		if err := s.Load(ctx, p.rdb).Err(); err != nil {
 			return nil, err
 		}
-		cmd = s.EvalSha(ctx, p.rdb, keys, args...)
+		cmd, err = eval()
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := cmd.Err(); err != nil {
 		return nil, err
@@ -123,6 +143,35 @@ func (p *Presence) run(ctx context.Context, s *redis.Script, keys []string, args
 		return nil, fmt.Errorf("script reply is %T, not an array", cmd.Val())
 	}
 	return vals, nil
+}
+
+// evalAndWait runs the script and WAIT on one connection to the master of keys (one round trip):
+// WAIT counts the replicas that have every write of that connection so far. Fewer than waitN
+// within the timeout: the change may be lost if the master dies now, so its outcome is unknown.
+func (p *Presence) evalAndWait(ctx context.Context, s *redis.Script, keys []string, args []any) (*redis.Cmd, error) {
+	var node redis.Cmdable = p.rdb
+	if c, ok := p.rdb.(*redis.ClusterClient); ok {
+		m, err := c.MasterForKey(ctx, keys[0])
+		if err != nil {
+			return nil, err
+		}
+		node = m
+	}
+	pipe := node.Pipeline()
+	cmd := s.EvalSha(ctx, pipe, keys, args...)
+	wait := pipe.Do(ctx, "WAIT", p.waitN, p.waitMS)
+	_, _ = pipe.Exec(ctx)
+	if err := cmd.Err(); err != nil {
+		if c, ok := p.rdb.(*redis.ClusterClient); ok && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")) {
+			c.ReloadState(ctx) // the slot moved (a failover): the next call finds its new master
+		}
+		return cmd, nil
+	}
+	if n, err := wait.Int(); err != nil || n < p.waitN {
+		return nil, fmt.Errorf("%d of %d replicas confirmed the change within %dms (WAIT: %v): %w",
+			n, p.waitN, p.waitMS, err, context.DeadlineExceeded)
+	}
+	return cmd, nil
 }
 
 // reply reads the elements of a script reply.

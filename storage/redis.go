@@ -2,7 +2,10 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"strings"
 
@@ -18,7 +21,9 @@ func OpenRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 		return nil, err
 	}
 	if cluster != nil {
-		return redis.NewClusterClient(cluster), nil
+		c := redis.NewClusterClient(cluster)
+		c.AddHook(layoutReload{c})
+		return c, nil
 	}
 	return redis.NewClient(single), nil
 }
@@ -83,4 +88,37 @@ func ParseRedisURL(rawURL string) (single *redis.Options, cluster *redis.Cluster
 func isCluster(rdb redis.UniversalClient) bool {
 	_, ok := rdb.(*redis.ClusterClient)
 	return ok
+}
+
+// layoutReload has a cluster client reload the cluster's layout (which node masters which slot)
+// when a command or a pipeline fails on the network or with CLUSTERDOWN: after a failover the
+// client would otherwise keep dialing the dead master for pipelines (go-redis reloads the layout
+// by itself on MOVED, and on a failed single command, not on a failed pipeline). The reload is
+// lazy: at most one runs at a time.
+type layoutReload struct{ c *redis.ClusterClient }
+
+func (h layoutReload) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h layoutReload) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+func (h layoutReload) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+func (h layoutReload) check(ctx context.Context, err error) {
+	var ne net.Error
+	if err != nil && (errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		redis.HasErrorPrefix(err, "CLUSTERDOWN")) {
+		h.c.ReloadState(ctx)
+	}
 }

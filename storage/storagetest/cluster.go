@@ -47,6 +47,10 @@ func (n *ClusterNode) Kill() {
 	<-n.done
 }
 
+// Pause freezes the node (SIGSTOP): a replica paused stops replicating; Resume (SIGCONT).
+func (n *ClusterNode) Pause()  { _ = n.cmd.Process.Signal(syscall.SIGSTOP) }
+func (n *ClusterNode) Resume() { _ = n.cmd.Process.Signal(syscall.SIGCONT) }
+
 // URL returns the cluster's REDIS_URL: every node's address, comma-separated.
 func (c *RedisCluster) URL() string {
 	addrs := make([]string, len(c.Nodes))
@@ -202,6 +206,28 @@ func (c *RedisCluster) MasterOfKey(tb testing.TB, key string) *ClusterNode {
 	tb.Fatal("no Redis Cluster node running")
 	return nil
 }
+
+// ReplicaOf returns a replica of master, or nil.
+func (c *RedisCluster) ReplicaOf(tb testing.TB, master *ClusterNode) *ClusterNode {
+	tb.Helper()
+	lines := strings.Split(c.cli(master, "cluster", "nodes"), "\n")
+	id := ""
+	for _, line := range lines {
+		if f := strings.Fields(line); len(f) > 3 && strings.Contains(f[2], "myself") {
+			id = f[0]
+		}
+	}
+	for _, line := range lines {
+		if f := strings.Fields(line); len(f) > 3 && id != "" && f[3] == id && strings.Contains(f[2], "slave") {
+			addr, _, _ := strings.Cut(f[1], "@")
+			return c.Node(addr)
+		}
+	}
+	return nil
+}
+
+// Do runs a redis-cli command on node n and returns its output ("" on failure).
+func (c *RedisCluster) Do(n *ClusterNode, args ...string) string { return c.cli(n, args...) }
 
 func (c *RedisCluster) cli(n *ClusterNode, args ...string) string {
 	out, err := exec.Command("redis-cli", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(n.Port)}, args...)...).Output()
