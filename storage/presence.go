@@ -41,9 +41,10 @@ type PresenceOptions struct {
 	// OutboxMaxEvents bounds the outbox streams (OUTBOX_MAX_EVENTS, all shards together): past it
 	// the oldest events are dropped, and counted (see outbox.lua). 0: unbounded.
 	OutboxMaxEvents int64
-	// WaitReplicas (REDIS_WAIT_REPLICAS) > 0: every presence script is followed by WAIT
-	// WaitReplicas WaitTimeout on the same connection, and a change not confirmed by that many
-	// replicas within WaitTimeout (default 250ms) is reported as an outcome unknown (an error
+	// WaitReplicas (REDIS_WAIT_REPLICAS) > 0: every presence script is followed by WAIT on the
+	// same connection, for WaitReplicas replicas or as many as the master has connected (fewer
+	// after a failover, until the old master is back as a replica), and a change they do not all
+	// confirm within WaitTimeout (default 250ms) is reported as an outcome unknown (an error
 	// wrapping context.DeadlineExceeded), which callers already handle as a lost reply. Redis
 	// replication is asynchronous: without it a change a master acknowledged just before it died
 	// can be missing on the replica that takes over (docs/operations.md, Redis Cluster).
@@ -70,6 +71,7 @@ type Presence struct {
 	bound    int64 // MAXLEN of each shard's stream; 0: none
 	waitN    int   // WAIT this many replicas after each script; 0: none
 	waitMS   int64
+	replicas replicaCache // connected replicas per master, for WAIT (presence_replicas.go)
 
 	join, leave, touch, expire, counts *redis.Script
 }
@@ -88,7 +90,7 @@ func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
 	return &Presence{
 		rdb: rdb, keys: redisKeys{prefix: opt.KeyPrefix}, ttl: opt.TTL, instance: opt.InstanceID, log: opt.Logger,
 		bound: outboxShardBound(opt.OutboxMaxEvents), waitN: opt.WaitReplicas, waitMS: opt.WaitTimeout.Milliseconds(),
-		join:  mustScript("join.lua", "clock.lua", "outbox.lua"), leave: mustScript("leave.lua", "clock.lua", "outbox.lua"),
+		join: mustScript("join.lua", "clock.lua", "outbox.lua"), leave: mustScript("leave.lua", "clock.lua", "outbox.lua"),
 		touch: mustScript("touch.lua", "clock.lua", "outbox.lua"), expire: mustScript("expire.lua", "clock.lua", "outbox.lua"),
 		counts: mustScript("counts.lua"),
 	}
@@ -143,35 +145,6 @@ func (p *Presence) run(ctx context.Context, s *redis.Script, keys []string, args
 		return nil, fmt.Errorf("script reply is %T, not an array", cmd.Val())
 	}
 	return vals, nil
-}
-
-// evalAndWait runs the script and WAIT on one connection to the master of keys (one round trip):
-// WAIT counts the replicas that have every write of that connection so far. Fewer than waitN
-// within the timeout: the change may be lost if the master dies now, so its outcome is unknown.
-func (p *Presence) evalAndWait(ctx context.Context, s *redis.Script, keys []string, args []any) (*redis.Cmd, error) {
-	var node redis.Cmdable = p.rdb
-	if c, ok := p.rdb.(*redis.ClusterClient); ok {
-		m, err := c.MasterForKey(ctx, keys[0])
-		if err != nil {
-			return nil, err
-		}
-		node = m
-	}
-	pipe := node.Pipeline()
-	cmd := s.EvalSha(ctx, pipe, keys, args...)
-	wait := pipe.Do(ctx, "WAIT", p.waitN, p.waitMS)
-	_, _ = pipe.Exec(ctx)
-	if err := cmd.Err(); err != nil {
-		if c, ok := p.rdb.(*redis.ClusterClient); ok && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")) {
-			c.ReloadState(ctx) // the slot moved (a failover): the next call finds its new master
-		}
-		return cmd, nil
-	}
-	if n, err := wait.Int(); err != nil || n < p.waitN {
-		return nil, fmt.Errorf("%d of %d replicas confirmed the change within %dms (WAIT: %v): %w",
-			n, p.waitN, p.waitMS, err, context.DeadlineExceeded)
-	}
-	return cmd, nil
 }
 
 // reply reads the elements of a script reply.

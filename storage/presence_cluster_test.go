@@ -81,3 +81,21 @@ func TestPresenceClusterUnreplicatedChange(t *testing.T) {
 		t.Fatalf("sessions after the failover: %d, want 1 (the one a replica confirmed)", st[0].SessionCount)
 	}
 }
+
+// REDIS_WAIT_REPLICAS on a Redis without replica (or a master left without one after a
+// failover) waits for none: changes go on, nothing is reported unknown.
+func TestPresenceWaitWithoutReplicas(t *testing.T) {
+	ctx := context.Background()
+	rdb, err := storage.OpenRedis(ctx, storagetest.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	p := storage.NewPresence(rdb, storage.PresenceOptions{KeyPrefix: storagetest.KeyPrefix(t), TTL: time.Minute, WaitReplicas: 1})
+	room := uuid.New()
+	for range 3 {
+		if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New()}, true); err != nil {
+			t.Fatalf("join with WAIT and no replica: %v", err)
+		}
+	}
+}

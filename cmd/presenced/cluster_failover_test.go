@@ -51,6 +51,8 @@ func TestRedisClusterFailoverDrill(t *testing.T) {
 		"JWT_SECRET": killTestSecret, "REDIS_URL": cluster.URL(), "REDIS_KEY_PREFIX": prefix, "DATABASE_URL": dbURL,
 		"PRESENCE_TTL": ttl.String(), "SWEEP_INTERVAL": "500ms", "STATS_PUSH_INTERVAL": "50ms",
 		"EVENT_FLUSH_INTERVAL": "500ms", "OUTBOX_CLAIM_IDLE": "1s",
+		// Each presence change confirmed by the replica (docs/operations.md): none acknowledged is lost.
+		"REDIS_WAIT_REPLICAS": "1",
 	}
 	bin := buildPresenced(t)
 	procs := make([]*presencedProcess, instances)
