@@ -24,7 +24,7 @@ func TestPresenceClusterUnreplicatedChange(t *testing.T) {
 		t.Skip("starts a Redis Cluster")
 	}
 	ctx := context.Background()
-	cluster := storagetest.StartRedisCluster(t, 3, 1, time.Second)
+	cluster := storagetest.StartRedisCluster(t, 3, 1, 2*time.Second)
 	prefix := storagetest.KeyPrefix(t)
 	open := func(wait int) *storage.Presence {
 		rdb, err := storage.OpenRedis(ctx, cluster.URL())
@@ -40,26 +40,28 @@ func TestPresenceClusterUnreplicatedChange(t *testing.T) {
 		_, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New()}, true)
 		return err
 	}
-	if err := join(waiting); err != nil {
-		t.Fatalf("join confirmed by the replica: %v", err)
-	}
 	master := cluster.MasterOfKey(t, storage.RoomHashTag(room))
 	replica := cluster.ReplicaOf(t, master)
 	if replica == nil {
 		t.Fatalf("master %s has no replica", master.Addr())
 	}
+	if err := join(waiting); err != nil {
+		t.Fatalf("join confirmed by the replica: %v", err)
+	}
 	// Frozen, the replica cannot reconnect; its link cut, what the master writes from now on
-	// reaches no replica (what was sent before may still sit in the replica's socket).
+	// reaches no replica (what was sent before may still sit in the replica's socket). The joins
+	// come at once: a replica silent for cluster-node-timeout is marked failed, and WAIT no longer
+	// waits for a failed replica.
 	replica.Pause()
 	if out := cluster.Do(master, "client", "kill", "type", "replica"); out == "" {
 		t.Fatal("CLIENT KILL TYPE replica failed")
 	}
-	if err := join(plain); err != nil {
-		t.Fatalf("join without WAIT: %v", err)
-	}
 	err := join(waiting)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("join with WAIT while the replica is frozen: %v, want an unknown outcome", err)
+	}
+	if err := join(plain); err != nil {
+		t.Fatalf("join without WAIT: %v", err)
 	}
 	master.Kill()
 	replica.Resume()
