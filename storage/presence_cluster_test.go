@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,4 +101,79 @@ func TestPresenceWaitWithoutReplicas(t *testing.T) {
 			t.Fatalf("join with WAIT and no replica: %v", err)
 		}
 	}
+}
+
+// A manual failover (CLUSTER FAILOVER on a replica: the master steps down, nothing is lost) moves
+// a shard channel's slot to another node, which drops the subscription there (SUNSUBSCRIBE):
+// Listen reports the loss, subscribes again at the new master, reports it back, and the room's
+// updates arrive again.
+func TestPresenceListenFollowsSlotToNewMaster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cluster := storagetest.StartRedisCluster(t, 3, 1, 2*time.Second)
+	rdb, err := storage.OpenRedis(ctx, cluster.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	p := storage.NewPresence(rdb, storage.PresenceOptions{KeyPrefix: storagetest.KeyPrefix(t), TTL: time.Minute})
+	room := uuid.New()
+	online := make(chan int64, 100)
+	states := make(chan bool, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = p.Listen(ctx, func(s presencestats.OnlineStats) {
+			if s.RoomID == room {
+				online <- s.OnlineCount
+			}
+		}, func(uuid.UUID, []byte) {}, func(up bool) { states <- up })
+	}()
+	waitState := func(want bool) {
+		t.Helper()
+		select {
+		case got := <-states:
+			if got != want {
+				t.Fatalf("subscription state %v, want %v", got, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no subscription state %v within 30 s", want)
+		}
+	}
+	joinAndHear := func(want int64) {
+		t.Helper()
+		if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New()}, true); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-online:
+			if got != want {
+				t.Fatalf("update: online %d, want %d", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the room's update did not arrive")
+		}
+	}
+	waitState(true)
+	joinAndHear(1)
+	master := cluster.MasterOfKey(t, storage.RoomHashTag(room))
+	replica := cluster.ReplicaOf(t, master)
+	if out := cluster.Do(replica, "cluster", "failover"); !strings.Contains(out, "OK") {
+		t.Fatalf("CLUSTER FAILOVER: %q", out)
+	}
+	waitState(false)
+	waitState(true)
+	if m := cluster.MasterOfKey(t, storage.RoomHashTag(room)); m != replica {
+		t.Fatalf("the room's master is %v, want the promoted replica %s", m, replica.Addr())
+	}
+	waitUntil(t, 30*time.Second, "a join on the new master", func() bool {
+		_, _, err := p.Join(ctx, presencestats.Session{RoomID: uuid.New(), UserID: uuid.New(), ID: uuid.New()}, false)
+		return err == nil
+	})
+	joinAndHear(2)
+	cancel()
+	<-done
 }

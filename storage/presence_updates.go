@@ -137,13 +137,17 @@ func (l *updateListener) deliver(payload string) {
 func (p *Presence) listenChannels(ctx context.Context, channels []string, l *updateListener) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		if p.subscribe(ctx, channels, l) {
+		from := p.masterOf(ctx, channels[0])
+		wasUp, moved := p.subscribe(ctx, channels, l)
+		if wasUp {
 			backoff = 50 * time.Millisecond
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		if c, ok := p.rdb.(*redis.ClusterClient); ok {
+		if moved {
+			p.awaitNewMaster(ctx, channels[0], from)
+		} else if c, ok := p.rdb.(*redis.ClusterClient); ok {
 			c.ReloadState(ctx) // the slot may have a new owner (a failover, a move)
 		}
 		t := time.NewTimer(backoff)
@@ -157,14 +161,53 @@ func (p *Presence) listenChannels(ctx context.Context, channels []string, l *upd
 	}
 }
 
-// subscribe holds one SSUBSCRIBE until it is lost or ctx ends; it says whether it was ever up.
-// go-redis reconnects a broken connection by itself (to the slot's owner as it knows it); a
-// subscription the server drops (SUNSUBSCRIBE when the slot leaves the node) is not renewed by
-// go-redis, so it ends this one.
-func (p *Presence) subscribe(ctx context.Context, channels []string, l *updateListener) bool {
+// masterOf returns the address of the master of channel's slot as the cluster client knows it
+// ("" on one server or an error).
+func (p *Presence) masterOf(ctx context.Context, channel string) string {
+	c, ok := p.rdb.(*redis.ClusterClient)
+	if !ok {
+		return ""
+	}
+	m, err := c.MasterForKey(ctx, channel)
+	if err != nil {
+		return ""
+	}
+	return m.Options().Addr
+}
+
+// awaitNewMaster waits (up to 5 s) until the cluster client knows another master than from for
+// channel's slot, reloading the layout: the server dropped the subscription because the slot
+// left it, and subscribing again by the old layout would land on the old node (as a replica it
+// accepts the subscription and may never deliver).
+func (p *Presence) awaitNewMaster(ctx context.Context, channel, from string) {
+	c, ok := p.rdb.(*redis.ClusterClient)
+	if !ok || from == "" {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		c.ReloadState(ctx)
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if m := p.masterOf(ctx, channel); m != "" && m != from {
+			return
+		}
+	}
+}
+
+// subscribe holds one SSUBSCRIBE until it is lost or ctx ends; it says whether it was ever up,
+// and whether the server dropped it (moved). go-redis reconnects a broken connection by itself
+// (to the slot's owner as it knows it); a subscription the server drops (SUNSUBSCRIBE when the
+// slot leaves the node) is not renewed by go-redis, so it ends this one.
+func (p *Presence) subscribe(ctx context.Context, channels []string, l *updateListener) (wasUp, moved bool) {
 	ps := p.rdb.SSubscribe(ctx)
 	defer ps.Close()
-	up, wasUp := false, false
+	up := false
 	down := func(err error) {
 		if up {
 			p.log.WarnContext(ctx, "presence subscription lost", "channels", channels[0], "err", err)
@@ -176,13 +219,13 @@ func (p *Presence) subscribe(ctx context.Context, channels []string, l *updateLi
 		if ctx.Err() == nil {
 			l.failed()
 		}
-		return false
+		return false, false
 	}
 	backoff := 50 * time.Millisecond
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, 2*time.Second)
 		if ctx.Err() != nil {
-			return wasUp
+			return wasUp, false
 		}
 		if err != nil {
 			var ne interface{ Timeout() bool }
@@ -202,7 +245,7 @@ func (p *Presence) subscribe(ctx context.Context, channels []string, l *updateLi
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return wasUp
+				return wasUp, false
 			case <-t.C:
 			}
 			backoff = min(backoff*2, time.Second)
@@ -217,7 +260,7 @@ func (p *Presence) subscribe(ctx context.Context, channels []string, l *updateLi
 				l.state(true)
 			case m.Kind == "sunsubscribe":
 				down(errors.New("the server dropped the subscription (its slot moved)"))
-				return wasUp
+				return wasUp, true
 			}
 		case *redis.Message:
 			l.deliver(m.Payload)
