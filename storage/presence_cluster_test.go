@@ -20,7 +20,7 @@ import (
 // replica with it, and the join comes back as an unknown outcome (context.DeadlineExceeded), which
 // the hub handles as a lost reply (it joins again, and records the connection if it is missing).
 // The replica is frozen (SIGSTOP) and its link cut to hold replication back for certain.
-func TestPresenceClusterUnreplicatedChange(t *testing.T) {
+func TestRedisClusterUnreplicatedChange(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a Redis Cluster")
 	}
@@ -107,7 +107,7 @@ func TestPresenceWaitWithoutReplicas(t *testing.T) {
 // a shard channel's slot to another node, which drops the subscription there (SUNSUBSCRIBE):
 // Listen reports the loss, subscribes again at the new master, reports it back, and the room's
 // updates arrive again.
-func TestPresenceListenFollowsSlotToNewMaster(t *testing.T) {
+func TestRedisClusterListenFollowsSlot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a Redis Cluster")
 	}
