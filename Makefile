@@ -11,6 +11,7 @@ help:
 	@echo "make run             install what is missing, start Redis + TimescaleDB, migrate, serve on :8080"
 	@echo "make test            fresh throw-away services, then every test (go test -race, browser tests)"
 	@echo "make services-up     start Redis (127.0.0.1:6380) and the local TimescaleDB (127.0.0.1:55432)"
+	@echo "                     REDIS_CLUSTER=3 [REDIS_CLUSTER_REPLICAS=1]: also a Redis Cluster on 7000.."
 	@echo "make services-down   stop them"
 	@echo "make build           build bin/presenced"
 	@echo "make lint            gofmt check and go vet"
@@ -21,8 +22,10 @@ help:
 deps:
 	$(GO) mod download
 
+# REDIS_CLUSTER=3 (masters) also starts a Redis Cluster on 7000..; REDIS_CLUSTER_REPLICAS=1 adds
+# a replica per master. `make run REDIS_CLUSTER=3` then serves on it.
 services-up:
-	dev/services.sh up
+	REDIS_CLUSTER=$(REDIS_CLUSTER) REDIS_CLUSTER_REPLICAS=$(REDIS_CLUSTER_REPLICAS) dev/services.sh up
 
 services-down:
 	dev/services.sh down
@@ -37,7 +40,7 @@ run: services-up build
 	JWT_SECRET=$${JWT_SECRET:-$(DEV_JWT_SECRET)} bin/presenced migrate up
 	@echo "make run: JWT_SECRET is a development value unless you set one; DEV_MODE=1 (token endpoint on)."
 	@echo "make run: open http://localhost:8080/ (chat) and http://localhost:8080/admin/ (dashboard)"
-	JWT_SECRET=$${JWT_SECRET:-$(DEV_JWT_SECRET)} DEV_MODE=$${DEV_MODE:-1} LOG_FORMAT=$${LOG_FORMAT:-text} bin/presenced serve
+	$(if $(REDIS_CLUSTER),REDIS_URL=$${REDIS_URL:-$$(cat .data/redis-cluster/url)}) JWT_SECRET=$${JWT_SECRET:-$(DEV_JWT_SECRET)} DEV_MODE=$${DEV_MODE:-1} LOG_FORMAT=$${LOG_FORMAT:-text} bin/presenced serve
 
 test: deps
 	dev/services.sh test $(MAKE) --no-print-directory test-all
@@ -47,8 +50,16 @@ test: deps
 .PHONY: test-all test-go test-browser
 test-all: test-go test-browser
 
+# The real-time tests run a second time against the three-master Redis Cluster that
+# dev/services.sh test starts (TEST_REDIS_CLUSTER_URL): scripts, sharded pub/sub and the outbox
+# across nodes.
+CLUSTER_TESTS := ^(TestPresence|TestOutbox|TestWS|TestRoomStatsREST|TestHubClose)
 test-go:
 	$(GO) test -race -count=1 -timeout 12m ./...
+	@if [ -n "$$TEST_REDIS_CLUSTER_URL" ]; then \
+	  echo "== real-time tests on the Redis Cluster $$TEST_REDIS_CLUSTER_URL"; \
+	  TEST_REDIS_URL="$$TEST_REDIS_CLUSTER_URL" $(GO) test -race -count=1 -timeout 6m -run '$(CLUSTER_TESTS)' ./storage/ ./handlers/; \
+	else echo "test-go: TEST_REDIS_CLUSTER_URL unset: the cluster pass is skipped (make test sets it)"; fi
 
 # Headless Debian Chromium driven by playwright-core (web/e2e) against bin/presenced; screenshots
 # and the service's log go to test-artifacts/.

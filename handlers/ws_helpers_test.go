@@ -137,13 +137,11 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	if o.clock != nil {
 		now, afterFunc = o.clock.Now, o.clock.AfterFunc
 	}
-	rdb, err := storage.OpenRedis(context.Background(), o.redisURL)
+	// Fail fast while Redis is down, as production settings would within the store's 2 s bound.
+	rdb, err := storage.OpenRedis(context.Background(), storagetest.WithRedisOptions(o.redisURL, "max_retries=-1&dial_timeout=200ms"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fail fast while Redis is down, as production settings would within the store's 2 s bound.
-	rdb.Options().MaxRetries = 0
-	rdb.Options().DialTimeout = 200 * time.Millisecond
 	store := storage.NewPresence(rdb, storage.PresenceOptions{KeyPrefix: o.prefix, TTL: o.ttl})
 	rec := o.rec
 	var outbox *storage.Outbox

@@ -284,7 +284,9 @@ func TestRoomStatsREST(t *testing.T) {
 	if code := s.getJSON(t, "/api/rooms/"+room.String()+"/stats", tok, &second); code != http.StatusOK {
 		t.Fatalf("status %d", code)
 	}
-	if first != second {
+	// The counts agree; the timestamp may be newer (a heartbeat of the room between the reads
+	// refreshes the cached entry with the same counts).
+	if first.RoomID != second.RoomID || first.OnlineCount != second.OnlineCount || first.SessionCount != second.SessionCount || first.Degraded != second.Degraded {
 		t.Errorf("two reads differ: %+v then %+v", first, second)
 	}
 	if got := s.metric(t, "presence_stats_cache_hits_total") - hits; got != 1 {

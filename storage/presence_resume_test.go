@@ -15,7 +15,7 @@ import (
 )
 
 // instanceStores returns stores of two instances, a and b, on one Redis and key prefix.
-func instanceStores(t *testing.T, ttl time.Duration) (a, b *storage.Presence, rdb *redis.Client, prefix string) {
+func instanceStores(t *testing.T, ttl time.Duration) (a, b *storage.Presence, rdb redis.UniversalClient, prefix string) {
 	t.Helper()
 	rdb, err := storage.OpenRedis(context.Background(), storagetest.RedisURL(t))
 	if err != nil {
@@ -29,7 +29,7 @@ func instanceStores(t *testing.T, ttl time.Duration) (a, b *storage.Presence, rd
 }
 
 // outboxEvents returns "type session reason" of room's events in the outbox, in order.
-func outboxEvents(t *testing.T, rdb *redis.Client, prefix string, room uuid.UUID) []string {
+func outboxEvents(t *testing.T, rdb redis.UniversalClient, prefix string, room uuid.UUID) []string {
 	t.Helper()
 	msgs, err := rdb.XRange(context.Background(), storage.OutboxStreamKey(prefix, room), "-", "+").Result()
 	if err != nil {

@@ -84,15 +84,35 @@ const Shards = 64
 // last old instance has stopped. Sessions of an old instance killed (not stopped) when no old
 // instance is left to sweep them end without a disconnected event in the history.
 //
-// Pub/sub, one channel per room, all matched by the pattern "Proom:*" (every instance
-// subscribes to the pattern, so its cache of counts is fresh for every room):
+// Pub/sub: sharded channels (SSUBSCRIBE/SPUBLISH, Redis 7), one per shard, carrying the room id
+// in the payload. Every instance subscribes to all Shards channels, so its cache of counts is
+// fresh for every room:
 //
 //	channel        payload
 //	-------------  ------------------------------------------------------------------------------
-//	Proom:<room>   "s|<online>|<sessions>|<ts_us>": the room's counts after a change, published by
-//	               the Lua script that made it (so messages are in the order of the changes);
-//	               "m|<json>": a chat message {"user_id","text","timestamp"}, published by the
-//	               instance that received it.
+//	P{sN}:updates  "s|<room>|<online>|<sessions>|<ts_us>": a room's counts after a change,
+//	               published by the Lua script that made it (outbox.lua's publish_counts), so
+//	               messages are in the order of the changes; "m|<room>|<json>": a chat message
+//	               {"user_id","text","timestamp"}, published by the instance that received it.
+//
+// Why sharded channels, one per shard: in Redis Cluster a plain PUBLISH is broadcast to every node
+// of the cluster (each node forwards it to its subscribers), so fan-out traffic would grow with
+// the cluster instead of spreading over it. A sharded channel lives on the node owning its slot;
+// P{sN}:updates has the hash tag {sN}, so it is in the slot of the shard's keys and the scripts
+// SPUBLISH it in their own slot (a script may only touch its slot). SSUBSCRIBE has no pattern
+// form, hence one channel per shard rather than per room; a room's messages all go through its
+// shard's channel, in order. On one Redis server (not a cluster) the same commands work
+// unchanged. Messages are delivered only to subscribers of the same channel kind: an instance of
+// the layout before this one (PUBLISH to Proom:<room>, PSUBSCRIBE Proom:*) and one of this
+// layout do not hear each other during a rolling deploy (see docs/operations.md).
+//
+// Why the sweeper's index is sharded (P{sN}:rooms, not one P:rooms): every join of a room's first
+// session and every sweep writes the index, in the same script as the room's keys. One global
+// index would be one key in one slot: on a cluster, every presence script would have to reach it,
+// which is impossible in a single-slot script, and it would be a hot key on one node taking a
+// write from every room of the service. Sharded, each part lives with its rooms' keys (same
+// {sN}), the writes spread over the cluster's masters, and the sweeper reads the Shards parts in
+// one pipelined round (go-redis sends each node its parts).
 type redisKeys struct {
 	prefix string
 }
@@ -103,6 +123,10 @@ func shardOf(room uuid.UUID) int {
 	_, _ = h.Write(room[:])
 	return int(h.Sum32() % Shards)
 }
+
+// RoomHashTag returns the Redis Cluster hash tag of a room's keys and channel, "{sN}": the slot
+// of a room is CLUSTER KEYSLOT of it (operators and tests find a room's node with it).
+func RoomHashTag(room uuid.UUID) string { return "{s" + strconv.Itoa(shardOf(room)) + "}" }
 
 func (k redisKeys) shardTag(shard int) string { return k.prefix + "{s" + strconv.Itoa(shard) + "}" }
 
@@ -124,6 +148,6 @@ func (k redisKeys) rooms(shard int) string { return k.shardTag(shard) + ":rooms"
 func (k redisKeys) events(shard int) string  { return k.shardTag(shard) + ":events" }
 func (k redisKeys) dropped(shard int) string { return k.shardTag(shard) + ":events:dropped" }
 
-// channel is the pub/sub channel of a room; channelPattern matches every room's channel.
-func (k redisKeys) channel(room uuid.UUID) string { return k.prefix + "room:" + room.String() }
-func (k redisKeys) channelPattern() string        { return k.prefix + "room:*" }
+// updates is shard's sharded pub/sub channel; roomUpdates is the one of room's shard.
+func (k redisKeys) updates(shard int) string          { return k.shardTag(shard) + ":updates" }
+func (k redisKeys) roomUpdates(room uuid.UUID) string { return k.updates(shardOf(room)) }

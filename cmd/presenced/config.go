@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"presencestats/storage"
 )
 
 // Config is every setting of the service. It is read from the environment here and nowhere else.
@@ -29,6 +31,7 @@ type Config struct {
 	AllowedOrigins         []string       // ALLOWED_ORIGINS, comma-separated; empty: same host only
 	TrustedProxies         []netip.Prefix // TRUSTED_PROXIES, comma-separated CIDRs or IPs
 	RedisKeyPrefix         string         // REDIS_KEY_PREFIX
+	RedisWaitReplicas      int            // REDIS_WAIT_REPLICAS: replicas that confirm each presence change (WAIT)
 	MaxMessageBytes        int            // MAX_MESSAGE_BYTES
 	PresenceTTL            time.Duration  // PRESENCE_TTL
 	SweepInterval          time.Duration  // SWEEP_INTERVAL
@@ -109,6 +112,7 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 
 		AllowedOrigins:         r.list("ALLOWED_ORIGINS"),
 		RedisKeyPrefix:         r.str("REDIS_KEY_PREFIX", "presence:"),
+		RedisWaitReplicas:      r.integer("REDIS_WAIT_REPLICAS", 0, 0, 16),
 		MaxMessageBytes:        r.integer("MAX_MESSAGE_BYTES", 4096, 64, 1<<20),
 		PresenceTTL:            r.duration("PRESENCE_TTL", 60*time.Second),
 		SweepInterval:          r.duration("SWEEP_INTERVAL", 5*time.Second),
@@ -177,7 +181,11 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		r.fail("JWT_SECRET", "must be at least 16 characters")
 	}
 	checkURL(&r, "DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	before := len(r.problems)
 	checkURL(&r, "REDIS_URL", c.RedisURL, "redis", "rediss")
+	if _, _, err := storage.ParseRedisURL(c.RedisURL); err != nil && len(r.problems) == before {
+		r.fail("REDIS_URL", "%v", err) // one address, or several: a Redis Cluster
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration

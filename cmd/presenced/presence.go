@@ -34,7 +34,7 @@ func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb 
 	auth *handlers.TokenAuthority, instance string, limits *handlers.ConnLimits, history handlers.HistoryCounts) *presenceFeature {
 	store := storage.NewPresence(rdb, storage.PresenceOptions{
 		KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.PresenceTTL, Logger: log, InstanceID: instance,
-		OutboxMaxEvents: cfg.OutboxMaxEvents,
+		OutboxMaxEvents: cfg.OutboxMaxEvents, WaitReplicas: cfg.RedisWaitReplicas,
 	})
 	hub := handlers.NewHub(handlers.HubConfig{
 		Store: store, Auth: auth, Logger: log, Registry: reg, History: history,

@@ -25,7 +25,7 @@ import (
 type service struct {
 	router  *gin.Engine
 	reg     *prometheus.Registry // served on METRICS_ADDR when set
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	pool    *pgxpool.Pool
 	closers []func(context.Context) // run after the HTTP server has stopped, in order
 }

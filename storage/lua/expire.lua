@@ -61,8 +61,6 @@ end
 if #due > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now_ms - 3600000)
   redis.call('PEXPIRE', KEYS[7], 3600000)
-end
-if #due > 0 then
-  redis.call('PUBLISH', ARGV[5], 's|' .. out[2] .. '|' .. out[3] .. '|' .. now_s)
+  publish_counts(out[2], out[3], now_s)
 end
 return out

@@ -54,7 +54,7 @@ if not existed then
   if record then
     emit('connected', now_us, ARGV[7], ARGV[6], delta, online, connected_s, '', ARGV[11], ARGV[12])
   end
-  redis.call('PUBLISH', ARGV[5], 's|' .. online .. '|' .. sessions .. '|' .. now_s)
+  publish_counts(online, sessions, now_s)
 end
 return {now_s, delta, online, sessions, existed and 1 or 0, string.format('%.0f', deadline), joined[1], joined[2], joined[3],
   (not existed and record) and 1 or 0}
