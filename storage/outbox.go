@@ -105,15 +105,16 @@ type Outbox struct {
 	started atomic.Bool
 	done    chan struct{}
 
-	read, claimed, acked, bad, dropped, backlog atomic.Int64
+	read, claimed, acked, bad, retried, dropped, backlog atomic.Int64
 }
 
 // OutboxCounts are an Outbox's counters: entries read new, taken over from other consumers,
-// acknowledged after their write, and unreadable (acknowledged and counted, never written).
+// acknowledged after their write, unreadable (acknowledged and counted, never written), and
+// batch writes that failed and were retried.
 // Dropped (events the streams' bound removed before any collector wrote them, all instances
 // together) and Backlog (entries waiting in the streams) are read from Redis at each claim round.
 type OutboxCounts struct {
-	Read, Claimed, Acked, Bad, Dropped, Backlog int64
+	Read, Claimed, Acked, Bad, Retried, Dropped, Backlog int64
 }
 
 // NewOutbox returns the outbox consumer of this instance; Run starts it, Close stops it.
@@ -139,6 +140,7 @@ func NewOutbox(rdb redis.UniversalClient, w EventWriter, cfg OutboxConfig) (*Out
 			counter("presence_outbox_events_claimed_total", "Outbox entries this instance took over from a consumer that did not acknowledge them within OUTBOX_CLAIM_IDLE.", &o.claimed),
 			counter("presence_outbox_events_acked_total", "Outbox entries acknowledged (and deleted) by this instance after their write committed.", &o.acked),
 			counter("presence_outbox_events_bad_total", "Outbox entries that could not be read as events: acknowledged, never written.", &o.bad),
+			counter("presence_event_batches_retried_total", "Batch writes of outbox events that failed and were retried (the events wait in Redis meanwhile).", &o.retried),
 			counter("presence_outbox_events_dropped_total", "Events the outbox bound (OUTBOX_MAX_EVENTS) removed before the database had them, all instances together (kept in Redis).", &o.dropped),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presence_outbox_backlog_events", Help: "Events waiting in the outbox streams, all shards (read at each claim round)."},
 				func() float64 { return float64(o.backlog.Load()) }),
@@ -155,7 +157,7 @@ func NewOutbox(rdb redis.UniversalClient, w EventWriter, cfg OutboxConfig) (*Out
 func (o *Outbox) Counts() OutboxCounts {
 	return OutboxCounts{
 		Read: o.read.Load(), Claimed: o.claimed.Load(), Acked: o.acked.Load(), Bad: o.bad.Load(),
-		Dropped: o.dropped.Load(), Backlog: o.backlog.Load(),
+		Retried: o.retried.Load(), Dropped: o.dropped.Load(), Backlog: o.backlog.Load(),
 	}
 }
 
@@ -167,14 +169,33 @@ type outboxEntry struct {
 	err   error // unreadable entry
 }
 
-// Run moves events until Close. ctx is for logging scope only, as for Collector.Run: Close stops
-// it, after a last round that writes what the streams hold while Close's context lasts.
+// Run moves events until Close. ctx is for logging scope only: cancelling it does not stop the
+// outbox (the hub's leaves at shutdown must still be written); Close does, after a last round that
+// writes what the streams hold while Close's context lasts.
 func (o *Outbox) Run(ctx context.Context) error {
 	if !o.started.CompareAndSwap(false, true) {
 		return errors.New("event outbox: Run called twice")
 	}
 	defer close(o.done)
-	wctx := context.WithoutCancel(ctx)
+	// A write in flight is cancelled when Close's deadline passes, so that a database that hangs
+	// cannot hold the shutdown (and the pool's connection) past it: its events wait in Redis.
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		select {
+		case <-o.closeCh:
+		case <-wctx.Done():
+			return
+		}
+		o.mu.Lock()
+		deadline := o.drainTo
+		o.mu.Unlock()
+		select {
+		case <-deadline.Done():
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
 	backoff := o.cfg.MinBackoff
 	for !o.closing() {
 		err := o.ensureGroups(wctx)
@@ -316,6 +337,10 @@ func (o *Outbox) round(ctx context.Context, read func(context.Context) ([]outbox
 		if attempt == 1 || attempt%20 == 0 {
 			o.log.Warn("outbox: writing presence events failed: retrying (they wait in Redis)", "events", len(entries), "attempt", attempt, "err", err)
 		}
+		if o.closing() {
+			return false, nil // the entries stay pending, taken over after ClaimIdle
+		}
+		o.retried.Add(1)
 		if !o.sleep(backoff) {
 			return false, nil // closing: the entries stay pending, taken over after ClaimIdle
 		}
