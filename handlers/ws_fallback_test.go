@@ -53,7 +53,7 @@ func TestRedisOutageFallsBackToTheDatabase(t *testing.T) {
 		return presencestats.PresenceEvent{EventID: uuid.New(), TS: ts, RoomID: stored, UserID: uuid.New(), SessionID: uuid.New(),
 			Type: presencestats.EventConnected, OnlineAfter: online, OnlineDelta: 1}
 	}
-	if err := collector.WriteBatch(context.Background(), []presencestats.PresenceEvent{event(newest, 4), event(newest.Add(-2*time.Hour), 9)}); err != nil {
+	if err := collector.WriteEvents(context.Background(), []presencestats.PresenceEvent{event(newest, 4), event(newest.Add(-2*time.Hour), 9)}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -104,7 +104,7 @@ func TestRedisOutageFallsBackToTheDatabase(t *testing.T) {
 	}
 
 	// A newer event: seen only once the reuse has run out.
-	if err := collector.WriteBatch(context.Background(), []presencestats.PresenceEvent{event(newest.Add(30*time.Second), 6)}); err != nil {
+	if err := collector.WriteEvents(context.Background(), []presencestats.PresenceEvent{event(newest.Add(30*time.Second), 6)}); err != nil {
 		t.Fatal(err)
 	}
 	if st = (presencestats.OnlineStats{}); s.getJSON(t, "/api/rooms/"+stored.String()+"/stats", tok, &st) != http.StatusOK || st.OnlineCount != 4 {

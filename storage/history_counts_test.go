@@ -35,7 +35,7 @@ func seedLastCounts(tb testing.TB, rooms []uuid.UUID, now time.Time) []int64 {
 		evs = append(evs, ev(now.Add(-time.Minute), 10+i), ev(now.Add(-26*time.Hour), 50), ev(now.Add(-50*time.Hour), 60),
 			ev(now.Add(-2*time.Minute), 70))
 	}
-	if err := c.WriteBatch(context.Background(), evs); err != nil {
+	if err := c.WriteEvents(context.Background(), evs); err != nil {
 		tb.Fatal(err)
 	}
 	return want

@@ -2,7 +2,7 @@
 -- same atomic step as the change it records, so the history can never disagree with what Redis
 -- applied. Put before the presence scripts (join, leave, touch, expire) by storage/presence.go.
 -- Common arguments of those scripts: ARGV[1] the stream's bound (0: none), ARGV[2] the event id
--- base (a UUID made by the caller: the n-th event of the call gets base + n, see outbox.go),
+-- base (a UUID made by the caller: the n-th event of the call gets base + n, see outbox_entry.go),
 -- ARGV[3] instance id, ARGV[4] room id, ARGV[5] the shard's updates channel (sharded pub/sub, in
 -- the script's slot: rediskeys.go). KEYS[6] counts the events the
 -- bound removed before a collector had them (a loss: the database was away for too long).
