@@ -5,10 +5,11 @@ GO ?= go
 DEV_JWT_SECRET := dev-only-secret-change-me-in-production
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help run test services-up services-down services-status build lint bench bench-peer fuzz deps clean
+.PHONY: help run demo test services-up services-down services-status build lint bench bench-peer fuzz deps clean
 
 help:
 	@echo "make run             install what is missing, start Redis + TimescaleDB, migrate, serve on :8080"
+	@echo "make demo            make run with a gentle simulated crowd (cmd/loadgen) in the demo rooms"
 	@echo "make test            fresh throw-away services, then every test (go test -race, browser tests)"
 	@echo "make services-up     start Redis (127.0.0.1:6380) and the local TimescaleDB (127.0.0.1:55432)"
 	@echo "make services-down   stop them"
@@ -38,6 +39,11 @@ run: services-up build
 	@echo "make run: JWT_SECRET is a development value unless you set one; DEV_MODE=1 (token endpoint on)."
 	@echo "make run: open http://localhost:8080/ (chat) and http://localhost:8080/admin/ (dashboard)"
 	JWT_SECRET=$${JWT_SECRET:-$(DEV_JWT_SECRET)} DEV_MODE=$${DEV_MODE:-1} LOG_FORMAT=$${LOG_FORMAT:-text} bin/presenced serve
+
+# demo: what make run does, plus cmd/loadgen's churn scenario in the three demo rooms (dev/demo.sh).
+demo: services-up build
+	$(GO) build -o bin/loadgen ./cmd/loadgen
+	JWT_SECRET=$${JWT_SECRET:-$(DEV_JWT_SECRET)} dev/demo.sh
 
 test: deps
 	dev/services.sh test $(MAKE) --no-print-directory test-all

@@ -38,7 +38,9 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -112,6 +114,7 @@ func run() error {
 	flag.DurationVar(&sc.window, "push-interval", 100*time.Millisecond, "the server's STATS_PUSH_INTERVAL (the frames bound)")
 	flag.StringVar(&sc.databaseURL, "database-url", "", "churn, storm: the server's DATABASE_URL: check the collector's rows against the truth after the run")
 	flag.BoolVar(&sc.quiet, "quiet", false, "churn, storm: no progress line")
+	roomList := flag.String("room-ids", "", "churn, storm: these rooms (comma-separated UUIDs) instead of -rooms random ones")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -133,7 +136,9 @@ func run() error {
 		return errors.New("need 1 <= -sources <= 250 and -dial-concurrency >= 1")
 	}
 	auth := handlers.NewTokenAuthority(c.secret)
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
 	switch c.scenario {
@@ -168,6 +173,16 @@ func run() error {
 		m.clients, m.rooms = c.clients, c.rooms
 		if c.scenario == "storm" && !set["rooms"] {
 			m.rooms = 1
+		}
+		if *roomList != "" {
+			for _, s := range strings.Split(*roomList, ",") {
+				id, err := uuid.Parse(strings.TrimSpace(s))
+				if err != nil {
+					return fmt.Errorf("-room-ids: %w", err)
+				}
+				sc.roomIDs = append(sc.roomIDs, id)
+			}
+			m.rooms = len(sc.roomIDs)
 		}
 		sc.grace = c.joinMax
 		for i := range bases {

@@ -74,6 +74,8 @@ func runSteps(ctx context.Context, c config, proto protocol) error {
 		heap := after["live_heap"] - heapBefore["live_heap"]
 		stack := after["go_memstats_stack_inuse_bytes"] - heapBefore["go_memstats_stack_inuse_bytes"]
 		res.HeapStackPerConnKiB = (heap + stack) / n / 1024
+		res.HeapPerConnKiB, res.StackPerConnKiB = heap/n/1024, stack/n/1024
+		res.GoroutinesPerConn = (after["go_goroutines"] - heapBefore["go_goroutines"]) / n
 		res.RSSPerConnKiB = (after["process_resident_memory_bytes"] - heapBefore["process_resident_memory_bytes"]) / n / 1024
 	}
 	if c.chat > 0 {
@@ -303,6 +305,9 @@ type result struct {
 	ChatP99MS           float64       `json:"chat_p99_ms"`
 	RSSPerConnKiB       float64       `json:"rss_per_conn_kib"`
 	HeapStackPerConnKiB float64       `json:"heap_stack_per_conn_kib,omitempty"`
+	HeapPerConnKiB      float64       `json:"heap_per_conn_kib,omitempty"`
+	StackPerConnKiB     float64       `json:"stack_per_conn_kib,omitempty"`
+	GoroutinesPerConn   float64       `json:"goroutines_per_conn,omitempty"`
 	CPUJoins            float64       `json:"cpu_s_joins,omitempty"`
 	CPUPer1000Joins     float64       `json:"cpu_s_per_1000_joins,omitempty"`
 }
@@ -325,8 +330,8 @@ func (r result) print(asJSON bool) error {
 			round(r.ChatP50), round(r.ChatP99), round(r.ChatMax), r.Messages)
 	}
 	if r.HeapStackPerConnKiB > 0 {
-		fmt.Printf("server memory per connection: live heap + stacks %.1f KiB; RSS %.1f KiB (includes garbage not yet collected)\n",
-			r.HeapStackPerConnKiB, r.RSSPerConnKiB)
+		fmt.Printf("server memory per connection: live heap + stacks %.1f KiB (heap %.1f, stacks %.1f; %.2f goroutines); RSS %.1f KiB (includes garbage not yet collected)\n",
+			r.HeapStackPerConnKiB, r.HeapPerConnKiB, r.StackPerConnKiB, r.GoroutinesPerConn, r.RSSPerConnKiB)
 	}
 	if r.CPUPer1000Joins > 0 {
 		fmt.Printf("server RSS growth per connection %.1f KiB; CPU %.2f s for the joins, %.2f s per 1,000 joins\n",

@@ -72,6 +72,7 @@ type ledger struct {
 	nEnded     [4]int
 	errors     map[string]int
 	lastJoin   time.Time // the last snapshot's arrival
+	lastDone   time.Time // the last join known to every member
 }
 
 func newLedger(rooms []uuid.UUID, grace time.Duration, now func() time.Time) *ledger {
@@ -143,6 +144,7 @@ func (l *ledger) recount(r *roomTruth) {
 func (l *ledger) advance(r *roomTruth) {
 	for len(r.joins) > 0 && r.behind == 0 {
 		l.joinLat = append(l.joinLat, l.now().Sub(r.joins[0].dial))
+		l.lastDone = l.now()
 		r.joins = r.joins[1:]
 		l.recount(r)
 	}
