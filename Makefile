@@ -15,7 +15,7 @@ help:
 	@echo "make services-down   stop them"
 	@echo "make build           build bin/presenced"
 	@echo "make lint            gofmt check and go vet"
-	@echo "make bench           every benchmark, one table (PART=reports runs one part, SKIP=peer skips some)"
+	@echo "make bench           every benchmark, one table (PART=reports runs one part, SKIP=peer skips some, BENCH_SIZE=full)"
 	@echo "make fuzz            every fuzz target for FUZZTIME (20s) each"
 	@echo "make bench-peer      side by side with Centrifugo v6.9.1 (installed into .data/bin): one table"
 
@@ -71,11 +71,16 @@ lint:
 # machine, date; each part's log under bench-results/). PART=reports (or a comma list) runs only
 # those parts, SKIP=peer,loadgen leaves some out. A bench-peer target, when this Makefile has one,
 # is run as the part "peer" (its BENCH-ROW lines or go test -bench lines become rows).
+# BENCH_SIZE=quick (the default, meant to finish within 20 minutes on a quiet machine) runs the
+# scale part at 2,000 connections and the peer part at 2000/20 only; BENCH_SIZE=full runs the
+# scale part at 10,000 connections (the issue's targets) and every peer size.
 PART ?=
 SKIP ?=
+BENCH_SIZE ?= quick
 bench: deps
-	@peer=; if grep -qsE '^bench-peer[[:space:]]*:' $(MAKEFILE_LIST); then peer='$(MAKE) --no-print-directory bench-peer'; fi; \
-	$(GO) run ./dev/bench/table -parts '$(PART)' -skip '$(SKIP)' -peer-cmd "$$peer"
+	@peer=; if grep -qsE '^bench-peer[[:space:]]*:' $(MAKEFILE_LIST); then peer='$(MAKE) --no-print-directory bench-peer'; \
+	  [ "$(BENCH_SIZE)" = full ] || peer="$$peer SIZES=2000/20"; fi; \
+	BENCH_SIZE=$(BENCH_SIZE) $(GO) run ./dev/bench/table -parts '$(PART)' -skip '$(SKIP)' -peer-cmd "$$peer"
 
 # fuzz: every Fuzz* target of the repository for FUZZTIME each, FUZZ_PARALLEL workers (1: the
 # machine is shared). A failing input is written to <package>/testdata/fuzz/<FuzzName>/, which

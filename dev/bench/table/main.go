@@ -11,7 +11,7 @@
 // reports (BenchmarkReportQueries: a year of 100 rooms; BENCH_REPORT_DSN reuses a seeded
 // database), loadgen (end to end, dev/bench/loadgen.sh), scale (one instance at scale: memory per
 // connection, a join storm, churn against the truth, the collector; dev/bench/scale.sh,
-// BENCH_SCALE=full for 10,000 connections) and peer (-peer-cmd, when given).
+// BENCH_SIZE=full for 10,000 connections) and peer (-peer-cmd, when given).
 //
 // Each part's whole output goes to -log-dir/<part>.log; the table goes to stdout (Markdown) and
 // -log-dir/table.md. The engine column is what the database answered (version(), the
