@@ -67,6 +67,7 @@ type config struct {
 	json     bool
 	timeout  time.Duration
 	joinMax  time.Duration
+	linger   time.Duration
 }
 
 // protocol is what differs between the targets: how a member joins a room, what its frames say,
@@ -92,6 +93,7 @@ func run() error {
 	flag.IntVar(&c.rooms, "rooms", 20, "rooms the clients are spread over (storm: 1)")
 	flag.IntVar(&c.chat, "chat", 10, "steps: chat messages per room once every room is full, one at a time (0: none)")
 	flag.IntVar(&c.pid, "pid", 0, "steps: the server's process id: RSS and CPU are read from /proc/<pid> (same machine)")
+	flag.DurationVar(&c.linger, "linger", 0, "steps: keep the connections open this long after printing the result (to profile the server)")
 	flag.BoolVar(&c.json, "json", false, "print the result as one JSON object")
 	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "stop after this long")
 	flag.DurationVar(&c.joinMax, "join-timeout", 10*time.Second, "a join or message not known to all within this fails the run (steps) or is late / lost (churn, storm)")

@@ -86,7 +86,11 @@ func runSteps(ctx context.Context, c config, proto protocol) error {
 		res.Messages = len(msgs)
 		res.ChatP50, res.ChatP99, res.ChatMax = percentiles(msgs)
 	}
-	return res.print(c.json)
+	if err := res.print(c.json); err != nil {
+		return err
+	}
+	sleepUntil(ctx, time.Now().Add(c.linger)) // connections open while the server is profiled
+	return nil
 }
 
 // eachRoom runs f for every room in parallel and returns every duration it measured.
