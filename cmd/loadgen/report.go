@@ -55,6 +55,11 @@ type scenarioResult struct {
 	MaxFrames    int `json:"max_stats_frames_per_member"`
 	FramesBound  int `json:"stats_frames_bound"`
 
+	LoadgenCPUS        float64 `json:"loadgen_cpu_s"`
+	ServerCPUHoldS     float64 `json:"server_cpu_hold_s"`
+	ServerCPUHoldPct   float64 `json:"server_cpu_hold_pct_of_core"`
+	HoldWrittenPerS    float64 `json:"collector_hold_written_per_s"`
+	MaxOutboxBacklog   float64 `json:"collector_max_backlog"`
 	EventsExpected     int     `json:"events_expected,omitempty"`
 	EventsConnected    int     `json:"events_connected,omitempty"`
 	EventsDisconnected int     `json:"events_disconnected,omitempty"`
@@ -112,6 +117,8 @@ func (res *scenarioResult) print(w io.Writer, asJSON bool) error {
 	row("chat fan-out", "p50 %.1f  p99 %.1f ms; %d sent, %d deliveries, %d lost, %d duplicated", res.ChatP50MS, res.ChatP99MS, res.MessagesSent, res.Deliveries, res.Lost, res.Duplicated)
 	row("counts vs truth, settled", "%d members and %d REST rooms disagree", res.WrongMembers, res.WrongREST)
 	row("online_stats frames", "at most %d per member (window bound %d, %.0f ms window)", res.MaxFrames, res.FramesBound, res.WindowMS)
+	row("CPU", "server %.1f s over the hold (%.0f%% of one core); loadgen %.1f s over the run", res.ServerCPUHoldS, res.ServerCPUHoldPct, res.LoadgenCPUS)
+	row("collector in the hold", "%.0f events/s written; outbox backlog at most %.0f events", res.HoldWrittenPerS, res.MaxOutboxBacklog)
 	if res.EventsExpected > 0 {
 		row("collector", "%d connected + %d disconnected (%d timeout) of %d expected; %.0f events/s; caught up %.1f s after the last close",
 			res.EventsConnected, res.EventsDisconnected, res.EventsTimeout, res.EventsExpected, res.EventsPerS, res.CollectorLagS)

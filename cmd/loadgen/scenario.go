@@ -76,7 +76,10 @@ func runScenario(ctx context.Context, name string, sc scenarioConfig, bases []st
 
 	runCtx, stopSessions := context.WithCancel(ctx)
 	defer stopSessions()
+	cpu0, _ := readProc(os.Getpid())
+	servers := newServerSampler(bases)
 	start := time.Now()
+	stopSampler := servers.run(ctx, start.Add(sc.model.ramp), start.Add(total))
 	stopProgress := progress(led, start, sc, sc.quiet)
 	go func() { // one goroutine per session from its start on, not for the whole plan
 		for i, s := range plan {
@@ -110,6 +113,11 @@ func runScenario(ctx context.Context, name string, sc scenarioConfig, bases []st
 	}
 	sleepUntil(ctx, settle)
 	stopProgress()
+	stopSampler()
+	if cpu1, err := readProc(os.Getpid()); err == nil {
+		res.LoadgenCPUS = (cpu1.cpu - cpu0.cpu).Seconds()
+	}
+	servers.fill(res)
 	led.settle()
 	res.fill(led)
 	res.LateJoins = led.pendingJoins()

@@ -152,7 +152,7 @@ for phase in $phases; do
       "$(j "$out/churn.json" 'f"members / REST rooms disagreeing **{members_disagreeing} / {rest_rooms_disagreeing}**; chat {messages_sent} sent, {deliveries} deliveries, lost **{messages_lost}**, duplicated **{messages_duplicated}**, fan-out p99 {chat_p99_ms:.0f} ms; vanished and expired {vanished}; errors {error_count}"')" \
       "0 / 0; 0 lost, 0 duplicated" "dev/bench/scale.sh (churn)" "$engine; load $before"
     row "collector keeps up with that churn: events in the database against the truth" \
-      "$(j "$out/churn.json" 'f"{events_connected + events_disconnected:,} of {events_expected:,} events ({events_timeout} timeouts), **{collector_events_per_s:.0f} events/s** sustained over the run, caught up {collector_lag_s:.1f} s after the last close"')" \
+      "$(j "$out/churn.json" 'f"**{collector_hold_written_per_s:.0f} events/s** written through the hold, outbox backlog ≤ {collector_max_backlog:.0f}; in the database after the run **{events_connected + events_disconnected:,} of {events_expected:,}** events ({events_timeout} timeouts = the silent clients), the {peak_live:,}-ish closes at the end drained in {collector_lag_s:.1f} s; server CPU {server_cpu_hold_pct_of_core:.0f}% of a core in the hold, loadgen {loadgen_cpu_s:.0f} s"')" \
       "zero loss" "dev/bench/scale.sh (churn)" "$engine; load $before"
     ;;
   *) echo "scale: unknown phase $phase" >&2; exit 2 ;;
