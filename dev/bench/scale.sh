@@ -158,7 +158,7 @@ for phase in $phases; do
   *) echo "scale: unknown phase $phase" >&2; exit 2 ;;
   esac
   stop_server
-  echo "scale: $phase done ($at, load before $before, after $(load))" >&2
+  echo "scale: $phase (started $at, load $before) done at $(date_of), load $(load)" >&2
 done
 for p in "$out"/*.pprof; do
   [ -s "$p" ] || continue
