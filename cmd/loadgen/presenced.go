@@ -28,8 +28,11 @@ func (p *presenced) dial(ctx context.Context, room *roomState, m *member, user u
 		return err
 	}
 	d := p.dialers[p.next.Add(1)%uint64(len(p.dialers))]
-	conn, _, err := d.DialContext(ctx, p.wsBase+"/ws/rooms/"+room.id.String()+"?access_token="+tok, nil)
+	conn, resp, err := d.DialContext(ctx, p.wsBase+"/ws/rooms/"+room.id.String()+"?access_token="+tok, nil)
 	if err != nil {
+		if resp != nil {
+			return fmt.Errorf("dial: HTTP %d: %w", resp.StatusCode, err)
+		}
 		return fmt.Errorf("dial: %w", err)
 	}
 	m.conn = conn

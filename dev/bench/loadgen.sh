@@ -26,7 +26,10 @@ secret=loadgen-only-secret-$RANDOM$RANDOM
 urls=
 for i in $(seq "${INSTANCES:-1}"); do
   hport=$(port)
+  # CONNECT_RATE/CONNECT_BURST: every client dials from loopback, which the per-address connect
+  # limit (50/s, burst 1,000) would refuse past the first thousand.
   JWT_SECRET=$secret REDIS_URL="redis://127.0.0.1:$rport/0" HTTP_ADDR="127.0.0.1:$hport" LOG_LEVEL=error \
+    CONNECT_RATE=100000 CONNECT_BURST=100000 MAX_CONNECTIONS_PER_USER=100 \
     DATABASE_URL="postgres://postgres@127.0.0.1:1/none?connect_timeout=1" SPOOL_DIR="$tmp/spool-$i" \
     "$tmp/presenced" serve 2>"$tmp/presenced-$i.log" &
   pids+=($!)
