@@ -95,7 +95,7 @@ func run() error {
 	flag.IntVar(&c.pid, "pid", 0, "steps: the server's process id: RSS and CPU are read from /proc/<pid> (same machine)")
 	flag.DurationVar(&c.linger, "linger", 0, "steps: keep the connections open this long after printing the result (to profile the server)")
 	flag.BoolVar(&c.json, "json", false, "print the result as one JSON object")
-	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "stop after this long")
+	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "stop after this long (churn, storm: by default ramp + hold + presence-ttl + sweep + 2m)")
 	flag.DurationVar(&c.joinMax, "join-timeout", 10*time.Second, "a join or message not known to all within this fails the run (steps) or is late / lost (churn, storm)")
 	flag.DurationVar(&m.ramp, "ramp", 30*time.Second, "churn, storm: the population's connections arrive over this (storm: 1s)")
 	flag.DurationVar(&m.hold, "hold", time.Minute, "churn, storm: then the steady state lasts this (storm: 2s)")
@@ -138,6 +138,10 @@ func run() error {
 		return errors.New("need 1 <= -sources <= 250 and -dial-concurrency >= 1")
 	}
 	auth := handlers.NewTokenAuthority(c.secret)
+	if c.scenario != "steps" && !set["timeout"] {
+		// Long enough for the run, the settling (silent clients expire) and the collector check.
+		c.timeout = m.ramp + m.hold + sc.presenceTTL + sc.sweep + 2*time.Minute
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
