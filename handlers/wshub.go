@@ -92,8 +92,9 @@ type localRoom struct {
 	members  map[*wsConn]struct{}
 	last     presencestats.OnlineStats // newest counts seen
 	hasLast  bool
-	lastPush time.Time // start of the current coalescing window (the last push)
-	pending  bool      // the window has changes: a trailing push of last is scheduled at its end
+	lastPush time.Time     // start of the current coalescing window (the last push)
+	window   time.Duration // its length: pushWindow of the counts it pushed
+	pending  bool          // the window has changes: a trailing push of last is scheduled at its end
 }
 
 // wsConn is one WebSocket session.
