@@ -69,7 +69,8 @@ stop_server() {
 go build ${pprof:+-tags pprof} -o "$tmp/presenced" ./cmd/presenced
 go build -o "$tmp/loadgen" ./cmd/loadgen
 secret=peer-bench-secret-$RANDOM$RANDOM$RANDOM
-database_url=$TEST_DATABASE_URL # the local TimescaleDB serves one session at a time
+# The throw-away local TimescaleDB of dev/services.sh (it serves one session at a time).
+database_url=$TEST_TSDB_URL
 JWT_SECRET=$secret DATABASE_URL=$database_url "$tmp/presenced" migrate up >"$tmp/migrate.log" 2>&1 ||
   { cat "$tmp/migrate.log" >&2; exit 1; }
 presenced_version=$(git describe --always --dirty 2>/dev/null || echo unknown)
