@@ -73,6 +73,8 @@ type Hub struct {
 	conns    sync.WaitGroup
 	resyncMu sync.Mutex
 
+	heldFrames sync.Pool // buffers of frames held back by connections (batchedConn)
+
 	cacheMu sync.RWMutex
 	cache   map[uuid.UUID]cachedStats
 
