@@ -21,7 +21,9 @@ redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --daemon
 go build -o "$tmp/presenced" ./cmd/presenced
 go build -o "$tmp/loadgen" ./cmd/loadgen
 secret=loadgen-only-secret-$RANDOM$RANDOM
+# Every client dials from 127.0.0.1: lift the per-address connect rate (CONNECT_RATE) for them.
 JWT_SECRET=$secret REDIS_URL="redis://127.0.0.1:$rport/0" HTTP_ADDR="127.0.0.1:$hport" LOG_LEVEL=error \
+  CONNECT_RATE=1000000 CONNECT_BURST=1000000 \
   DATABASE_URL="postgres://postgres@127.0.0.1:1/none?connect_timeout=1" SPOOL_DIR="$tmp/spool" \
   "$tmp/presenced" serve 2>"$tmp/presenced.log" &
 pids+=($!)

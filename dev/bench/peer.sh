@@ -76,11 +76,14 @@ JWT_SECRET=$secret DATABASE_URL=$database_url "$tmp/presenced" migrate up >"$tmp
 presenced_version=$(git describe --always --dirty 2>/dev/null || echo unknown)
 echo "peer: presenced $presenced_version (STATS_PUSH_INTERVAL ${STATS_PUSH_INTERVAL:-100ms}), Centrifugo $CENTRIFUGO_VERSION ($(go version -m "$CENTRIFUGO" | head -1 | cut -d' ' -f2)); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
+# Every client of the load generator dials from 127.0.0.1: the per-address connect rate
+# (CONNECT_RATE, 50 a second after a burst of 1,000) would refuse most of them. Centrifugo has no
+# such limit by default.
 start_presenced() {
   hport=$(port)
   pport=$(port)
   env JWT_SECRET="$secret" REDIS_URL="$TEST_REDIS_URL" DATABASE_URL="$database_url" HTTP_ADDR="127.0.0.1:$hport" \
-    LOG_LEVEL=error SPOOL_DIR="$tmp/spool" PPROF_ADDR="${pprof:+127.0.0.1:$pport}" \
+    LOG_LEVEL=error SPOOL_DIR="$tmp/spool" CONNECT_RATE=1000000 CONNECT_BURST=1000000 PPROF_ADDR="${pprof:+127.0.0.1:$pport}" \
     "$tmp/presenced" serve 2>>"$tmp/presenced.log" &
   server=$!
   wait_http "http://127.0.0.1:$hport/healthz" "$tmp/presenced.log"
