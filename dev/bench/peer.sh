@@ -157,6 +157,7 @@ def fig(vals):
     lo, hi = min(vals), max(vals)
     f = (lambda v: f"{v:.1f}") if hi < 100 else (lambda v: f"{v:.0f}")
     return f(lo) if len(vals) == 1 or f(lo) == f(hi) else f"{f(lo)}-{f(hi)}"
+rows_out = []
 print("| clients / rooms | figure | presenced | Centrifugo | ratio |")
 print("|---|---|---|---|---|")
 for c, n in sizes:
@@ -165,4 +166,10 @@ for c, n in sizes:
         q = [r[key] for r in rows if (r["clients"], r["rooms"]) == (c, n) and r["target"] == "centrifugo"]
         ratio = f"{statistics.median(p) / statistics.median(q):.2f}" if p and q and statistics.median(q) > 0 else "-"
         print(f"| {c:,} / {n} | {label} | {fig(p)} | {fig(q)} | {ratio} |")
+        rows_out.append((f"{label}, {c:,} clients / {n} rooms: presenced vs Centrifugo", ratio, fig(p), fig(q),
+                         "<= 0.5" if key == "rss_per_conn_kib" else "<= 1"))
+# The same as rows of make bench's table (dev/bench/table: BENCH-ROW lines).
+for figure, ratio, p, q, target in rows_out:
+    print("\t".join(["BENCH-ROW", figure, f"ratio {ratio} ({p} vs {q})", f"ratio {target}",
+                     "make bench-peer", "presenced + local WebAssembly TimescaleDB vs Centrifugo v6.9.1 (Redis engine)"]))
 EOF
