@@ -86,7 +86,9 @@ start_presenced() {
     LOG_LEVEL=error SPOOL_DIR="$tmp/spool" CONNECT_RATE=1000000 CONNECT_BURST=1000000 PPROF_ADDR="${pprof:+127.0.0.1:$pport}" \
     "$tmp/presenced" serve 2>>"$tmp/presenced.log" &
   server=$!
-  wait_http "http://127.0.0.1:$hport/healthz" "$tmp/presenced.log"
+  # Ready as a load balancer sees it (/readyz: Redis and the database answer), as Centrifugo's
+  # /health below: joins sent on /healthz alone met a process still dialling its dependencies.
+  wait_http "http://127.0.0.1:$hport/readyz" "$tmp/presenced.log"
   url=http://127.0.0.1:$hport
   debug=http://127.0.0.1:$pport/debug/pprof
 }
