@@ -63,8 +63,9 @@ const (
 // STATS_PUSH_INTERVAL × sessions / 1,000, at least STATS_PUSH_INTERVAL / 20 (rooms of up to 50
 // sessions) and at most STATS_PUSH_INTERVAL (rooms of 1,000 sessions or more). With the default of
 // 100 ms: 0.1 ms per session, from 5 ms to 100 ms. What that bounds, for any room:
-//   - per member, one online_stats per STATS_PUSH_INTERVAL / 20 (5 ms) at most, one per
-//     STATS_PUSH_INTERVAL in a room of 1,000 sessions or more;
+//   - per member, two online_stats never closer than pushWindow(s) of the first: over any span D
+//     at most 1 + D / (STATS_PUSH_INTERVAL / 20) of them (one per 5 ms, plus one), and
+//     1 + D / STATS_PUSH_INTERVAL while the room has 1,000 sessions or more;
 //   - per room, the frames of its pushes, across all instances: s / pushWindow(s) per second,
 //     1,000 / STATS_PUSH_INTERVAL (10,000 a second) while s <= 1,000, s / STATS_PUSH_INTERVAL above.
 func (h *Hub) pushWindow(sessions int64) time.Duration {
