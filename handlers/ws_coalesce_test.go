@@ -174,15 +174,15 @@ func TestWSStatsLeadingAndTrailingEdge(t *testing.T) {
 }
 
 // pushWindow is the window a push of a room with sessions sessions opens, as docs/realtime.md
-// states it: window × sessions / 2,000, at least window / 40, at most window.
+// states it: window × sessions / 1,000, at least window / 20, at most window.
 func pushWindow(sessions int64) time.Duration {
-	return window * time.Duration(min(max(sessions, 50), 2000)) / 2000
+	return window * time.Duration(min(max(sessions, 50), 1000)) / 1000
 }
 
 // A storm of 1,000 joins, during which the clock moves by 55 s, gives each member, on either
 // instance, online_stats in order, the last with the exact final count, no two of them closer
 // than the window the first opened (pushWindow of its session_count), and so at most one per
-// window / 40 plus the leading one. The test fences after every batch of joins and every move of
+// window / 20 plus the leading one. The test fences after every batch of joins and every move of
 // the clock, so that it knows at which (fake) time each frame was pushed.
 func TestWSStatsStormBounded(t *testing.T) {
 	r := newCoalesceRig(t)
@@ -220,7 +220,7 @@ func TestWSStatsStormBounded(t *testing.T) {
 	r.clock.Advance(window)
 	collect()
 	advanced := r.clock.Now().Sub(start)
-	bound := int(advanced/(window/40)) + 1
+	bound := int(advanced/(window/20)) + 1
 	for i, fs := range got {
 		if len(fs) == 0 || len(fs) > bound {
 			t.Fatalf("member %d: %d online_stats for %d joins over %s, want 1 to %d", i, len(fs), storm, advanced, bound)
@@ -246,8 +246,8 @@ func TestWSStatsStormBounded(t *testing.T) {
 }
 
 // The window a push opens grows with the room's session_count: in a room of up to 50 sessions
-// it is a fortieth of STATS_PUSH_INTERVAL, so joins that come one after another reach the
-// members that soon; in a room of 2,000 sessions or more it is the whole interval.
+// it is a twentieth of STATS_PUSH_INTERVAL, so joins that come one after another reach the
+// members that soon; in a room of 1,000 sessions or more it is the whole interval.
 func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
 	r := newCoalesceRig(t)
 	members := []*wsClient{r.member(t, r.a, 1), r.member(t, r.b, 2)}
@@ -265,7 +265,7 @@ func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
 			}
 		}
 	}
-	small := window / 40
+	small := window / 20
 	r.join(t)
 	expect("a join in a quiet room of 3:", 3)
 	r.join(t)
@@ -281,21 +281,21 @@ func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			for range 500 {
+			for range 250 {
 				r.join(t)
 			}
 		})
 	}
 	wg.Wait()
-	expect("2,000 joins within the window:")
+	expect("1,000 joins within the window:")
 	r.clock.Advance(window)
-	expect("after 2,000 joins, at the end of the window:", 2005)
+	expect("after 1,000 joins, at the end of the window:", 1005)
 	r.join(t)
-	expect("a join right after the push in a room of 2,005:")
+	expect("a join right after the push in a room of 1,005:")
 	r.clock.Advance(window / 2)
 	expect("half a window after it:")
 	r.clock.Advance(window / 2)
-	expect("at the end of the whole window:", 2006)
+	expect("at the end of the whole window:", 1006)
 }
 
 func describe(t *testing.T, fs []frame) string {

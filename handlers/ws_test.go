@@ -513,7 +513,7 @@ func TestWSSilentClientTimesOut(t *testing.T) {
 }
 
 // Updates are coalesced per room: a burst of changes reaches a member as at most one
-// online_stats per smallest window (STATS_PUSH_INTERVAL / 40: 1.25 ms here; the window grows with
+// online_stats per smallest window (STATS_PUSH_INTERVAL / 20: 2.5 ms here; the window grows with
 // the room, ws_coalesce_test.go), and the last one has the final count.
 func TestWSStatsCoalesced(t *testing.T) {
 	s := newPresenceServer(t, presenceOpts{})
@@ -542,9 +542,9 @@ func TestWSStatsCoalesced(t *testing.T) {
 		return f.stats(t).OnlineCount == burst+1
 	})
 	elapsed := time.Since(start)
-	// No two pushes closer than the smallest window (a fortieth of the 50 ms interval), plus
+	// No two pushes closer than the smallest window (a twentieth of the 50 ms interval), plus
 	// the leading one.
-	if most := int(elapsed/(50*time.Millisecond/40)) + 2; frames > most {
+	if most := int(elapsed/(50*time.Millisecond/20)) + 2; frames > most {
 		t.Errorf("%d online_stats frames for %d changes in %s, want at most %d", frames, burst, elapsed, most)
 	}
 	t.Logf("%d changes -> %d frames in %s", burst, frames, elapsed)

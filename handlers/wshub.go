@@ -40,7 +40,7 @@ type HubConfig struct {
 	AllowedOrigins         []string // empty: same host only
 	MaxMessageBytes        int
 	PresenceTTL            time.Duration
-	StatsPushInterval      time.Duration // the longest push window, of rooms of 2,000 sessions (pushWindow)
+	StatsPushInterval      time.Duration // the longest push window, of rooms of 1,000 sessions (pushWindow)
 	StatsCacheTTL          time.Duration
 	HeartbeatEventInterval time.Duration
 	ChatRatePerSecond      float64

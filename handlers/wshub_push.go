@@ -55,22 +55,19 @@ func (h *Hub) applyStats(st presencestats.OnlineStats) {
 // STATS_PUSH_INTERVAL, a smaller room a share in proportion (a push costs one frame per session,
 // across all instances), and no room less than the share of pushWindowFloorSessions.
 const (
-	pushWindowSessions      = 2000
+	pushWindowSessions      = 1000
 	pushWindowFloorSessions = 50
 )
 
 // pushWindow is the coalescing window opened by a push of counts with the given session_count:
-// STATS_PUSH_INTERVAL × sessions / 2,000, at least STATS_PUSH_INTERVAL / 40 (rooms of up to 50
-// sessions) and at most STATS_PUSH_INTERVAL (rooms of 2,000 sessions or more). With the default of
-// 100 ms: 0.05 ms per session, from 2.5 ms to 100 ms. What that bounds, for any room:
+// STATS_PUSH_INTERVAL × sessions / 1,000, at least STATS_PUSH_INTERVAL / 20 (rooms of up to 50
+// sessions) and at most STATS_PUSH_INTERVAL (rooms of 1,000 sessions or more). With the default of
+// 100 ms: 0.1 ms per session, from 5 ms to 100 ms. What that bounds, for any room:
 //   - per member, two online_stats never closer than pushWindow(s) of the first: over any span D
-//     at most 1 + D / (STATS_PUSH_INTERVAL / 40) of them (one per 2.5 ms, plus one), and
-//     1 + D / STATS_PUSH_INTERVAL while the room has 2,000 sessions or more;
+//     at most 1 + D / (STATS_PUSH_INTERVAL / 20) of them (one per 5 ms, plus one), and
+//     1 + D / STATS_PUSH_INTERVAL while the room has 1,000 sessions or more;
 //   - per room, the frames of its pushes, across all instances: s / pushWindow(s) per second,
-//     2,000 / STATS_PUSH_INTERVAL (20,000 a second) while s <= 2,000, s / STATS_PUSH_INTERVAL above.
-//
-// The slope is what a join's round trip on loopback allows (2-4 ms): back-to-back joins in a
-// room of 50 are not held longer than one takes (docs/benchmarks.md, the push window).
+//     1,000 / STATS_PUSH_INTERVAL (10,000 a second) while s <= 1,000, s / STATS_PUSH_INTERVAL above.
 func (h *Hub) pushWindow(sessions int64) time.Duration {
 	s := min(max(sessions, pushWindowFloorSessions), pushWindowSessions)
 	return time.Duration(int64(h.cfg.StatsPushInterval) * s / pushWindowSessions)
