@@ -35,6 +35,18 @@ func parseRoomID(s string) (uuid.UUID, error) {
 	return id, nil
 }
 
+// parseResume reads the resume query parameter: empty (a new session) or a session id.
+func parseResume(s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, nil
+	}
+	id, err := uuid.Parse(s)
+	if err != nil || id == uuid.Nil {
+		return uuid.Nil, presencestats.Errorf(presencestats.EINVALID, "resume %q is not a session id (a UUID from the welcome frame)", truncate(s, 64))
+	}
+	return id, nil
+}
+
 // truncate cuts s to at most n bytes, at a character boundary, marking the cut with "...".
 func truncate(s string, n int) string {
 	if len(s) <= n {
@@ -66,6 +78,11 @@ func (h *Hub) serveWS(c *gin.Context) {
 		writeError(c, h.log, err)
 		return
 	}
+	resume, err := parseResume(c.Query("resume"))
+	if err != nil {
+		writeError(c, h.log, err)
+		return
+	}
 	if !h.originAllowed(c.Request) {
 		writeError(c, h.log, presencestats.Errorf(presencestats.EFORBIDDEN, "origin %q is not allowed", truncate(c.GetHeader("Origin"), 100)))
 		return
@@ -91,6 +108,9 @@ func (h *Hub) serveWS(c *gin.Context) {
 		ip: ip, ua: truncate(c.Request.UserAgent(), 512),
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.ChatRatePerSecond), h.cfg.ChatBurst),
 	}
+	if resume != uuid.Nil && h.cfg.ResumeWindow > 0 {
+		h.resumeBeforeUpgrade(conn, resume)
+	}
 	// The session runs on a goroutine of its own and this handler returns as soon as the
 	// connection is hijacked: net/http then frees the request's buffers and the handler's deep
 	// stack, which would otherwise live as long as the WebSocket (about half of the memory of an
@@ -104,6 +124,10 @@ func (h *Hub) serveWS(c *gin.Context) {
 		defer release()
 		if err := h.m.HandleRequestWithKeys(dw, req, map[string]any{connKey: conn}); err != nil {
 			h.log.Debug("websocket upgrade failed", "err", err)
+		}
+		// onConnect ran (or not) on this goroutine, inside HandleRequestWithKeys.
+		if conn.resumed && !conn.counted {
+			h.releaseUnconnected(conn)
 		}
 	}()
 	<-dw.hijacked

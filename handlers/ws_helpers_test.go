@@ -91,6 +91,8 @@ type presenceOpts struct {
 	// rec, when set, is the history of another server on the same prefix, whose outbox consumer
 	// fills it with the events of both (an outbox entry is deleted once written).
 	rec *presenceRecorder
+	// resumeWindow is RESUME_WINDOW (default 0: a shutdown ends the sessions).
+	resumeWindow time.Duration
 }
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
@@ -172,6 +174,7 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 		StatsPushInterval: o.pushInterval, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
 		SendBuffer: o.sendBuffer, WriteWait: time.Second, Limits: limits, Now: now, AfterFunc: afterFunc,
+		ResumeWindow: o.resumeWindow,
 	})
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger: discardLogger(), Registry: reg, Features: []handlers.Feature{hub}, TrustedProxies: o.trusted,

@@ -51,7 +51,7 @@ func (h *Hub) onConnect(s *melody.Session) {
 // of its room's counts (degraded ones when Redis is down: it is registered when Redis is back).
 func (h *Hub) welcome(c *wsConn) {
 	c.send(mustFrame(TypeWelcome, WelcomeData{
-		SessionID: c.id, RoomID: c.room, UserID: c.user,
+		SessionID: c.id, RoomID: c.room, UserID: c.user, Resumed: c.resumed,
 		HeartbeatIntervalMS: h.heartbeatInterval().Milliseconds(), MaxMessageBytes: h.cfg.MaxMessageBytes,
 	}))
 	c.stateMu.Lock()
@@ -59,7 +59,14 @@ func (h *Hub) welcome(c *wsConn) {
 		c.stateMu.Unlock()
 		return
 	}
-	joined, ok := h.joinLocked(c, false)
+	var joined presencestats.OnlineStats
+	ok := true
+	if c.resumed {
+		// Registered by the resume before the upgrade, which changed no count: nothing to push.
+		joined = c.resumedStats
+	} else {
+		joined, ok = h.joinLocked(c, false)
+	}
 	c.stateMu.Unlock()
 	snapshot := joined
 	if !ok {
@@ -75,7 +82,7 @@ func (h *Hub) welcome(c *wsConn) {
 	c.welcomed = true
 	c.send(StatsFrame(snapshot))
 	h.mu.Unlock()
-	if ok {
+	if ok && !c.resumed {
 		h.applyStats(joined)
 	}
 }

@@ -62,6 +62,7 @@ type Presence struct {
 	bound    int64 // MAXLEN of each shard's stream; 0: none
 
 	join, leave, touch, expire, counts *redis.Script
+	detach, resume                     *redis.Script // presence_resume.go
 }
 
 // NewPresence returns a store over rdb.
@@ -78,6 +79,7 @@ func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
 		join:  mustScript("join.lua", "clock.lua", "outbox.lua"), leave: mustScript("leave.lua", "clock.lua", "outbox.lua"),
 		touch: mustScript("touch.lua", "clock.lua", "outbox.lua"), expire: mustScript("expire.lua", "clock.lua", "outbox.lua"),
 		counts: mustScript("counts.lua"),
+		detach: mustScript("detach.lua"), resume: mustScript("resume.lua"),
 	}
 }
 
@@ -352,9 +354,10 @@ func (p *Presence) Counts(ctx context.Context, rooms ...uuid.UUID) ([]presencest
 }
 
 // Expire removes the sessions of room whose deadline has passed (at most limit of them) and
-// returns one disconnected event (reason timeout) per removed session, in the order of removal
-// (appended to the outbox in the same step), and the room's counts after. Safe with any number
-// of sweepers: a session is removed, and its event made, by exactly one call.
+// returns one disconnected event (reason timeout; a detached session's own, see Detach) per
+// removed session, in the order of removal (appended to the outbox in the same step), and the
+// room's counts after. Safe with any number of sweepers: a session is removed, and its event
+// made, by exactly one call.
 func (p *Presence) Expire(ctx context.Context, room uuid.UUID, limit int) ([]presencestats.PresenceEvent, presencestats.OnlineStats, error) {
 	evs, stats, _, err := p.expireRoom(ctx, room, limit)
 	return evs, stats, err
@@ -371,14 +374,14 @@ func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([
 	stats := presencestats.OnlineStats{RoomID: room, Timestamp: ts, OnlineCount: r.int(1), SessionCount: r.int(2)}
 	next := r.int(3)
 	var evs []presencestats.PresenceEvent
-	for i := 4; i+5 < len(vals); i += 6 {
+	for i := 4; i+6 < len(vals); i += 7 {
 		// Each expired session's event has a time of its own (the room clock, expire.lua), so that
 		// the count after the last of them is the one the aggregates keep.
 		session, user, connected, at := r.uuid(i), r.uuid(i+1), r.int(i+2), microTime(r.int(i+5))
 		evs = append(evs, presencestats.PresenceEvent{
 			EventID: outboxEventID(base, len(evs)), TS: at, RoomID: room, UserID: user, SessionID: session,
 			Type: presencestats.EventDisconnected, OnlineDelta: int(r.int(i + 3)), OnlineAfter: int(r.int(i + 4)),
-			SessionSeconds: sessionSeconds(connected, at), Reason: presencestats.ReasonTimeout,
+			SessionSeconds: sessionSeconds(connected, at), Reason: r.str(i + 6),
 		})
 	}
 	if r.err != nil {

@@ -23,11 +23,15 @@ const Shards = 64
 //	key                        type    content                                         TTL
 //	-------------------------  ------  ----------------------------------------------  ---------------------
 //	P{sN}:room:<uuid>:sessions ZSET    member session UUID, score = deadline in Unix  3 x PRESENCE_TTL,
-//	                                   ms (last heartbeat + PRESENCE_TTL)              refreshed by every
-//	P{sN}:room:<uuid>:sessdata HASH    field session UUID ->                           join and touch; the
-//	                                   "user|connected_us|inst|delta|online|ip|ua"     sweeper normally
-//	                                   (user UUID, connected-at in Unix microseconds   empties them first
-//	                                   from Redis TIME, id of the instance holding it,
+//	                                   ms (last heartbeat + PRESENCE_TTL; detached:    refreshed by every
+//	                                   the detach + RESUME_WINDOW)                     join and touch
+//	P{sN}:room:<uuid>:sessdata HASH    field session UUID ->                           (a detach makes it
+//	                                   "user|connected_us|inst|delta|online|ip|ua"     at least 3 x
+//	                                   (user UUID, connected-at in Unix microseconds   RESUME_WINDOW); the
+//	                                   from Redis TIME, id of the instance holding it  sweeper normally
+//	                                   or, for a session a shutting-down instance      empties them first
+//	                                   detached until its client resumes it, "~" and
+//	                                   the reason its expiry is recorded with,
 //	                                   the online_delta and count after of the join
 //	                                   that registered it: its connected event, for a
 //	                                   caller whose reply was lost; the client's IP
@@ -51,6 +55,13 @@ const Shards = 64
 //	                                   "history"                                       Shards while away
 //	P{sN}:events:dropped       STRING  events the MAXLEN bound removed before the      none
 //	                                   database had them (a loss, counted)
+//
+// A rolling restart (presence_resume.go): a shutting-down instance detaches its sessions
+// (detach.lua: inst becomes "~server_shutdown", the deadline the end of RESUME_WINDOW, the index
+// score lowered to it if it was later), and a client that reconnects in time resumes its session
+// on whichever instance it reaches (resume.lua: inst becomes that instance, the deadline now +
+// PRESENCE_TTL); neither changes the users HASH or records an event. The expire script records a
+// detached session's end with the reason after "~" instead of timeout.
 //
 // Every key of a room, its index and its stream share the slot of {sN}: the join script adds the
 // room to the index (ZADD LT) when its first session joins, the expire script moves the room's

@@ -38,6 +38,7 @@ type Config struct {
 	ChatRatePerSecond      float64        // CHAT_RATE: chat messages per second per connection
 	ChatBurst              int            // CHAT_BURST
 	SendBuffer             int            // WS_SEND_BUFFER: frames queued per connection before it is dropped
+	ResumeWindow           time.Duration  // RESUME_WINDOW: a shutdown keeps sessions this long for a resume (at most PRESENCE_TTL); 0: off
 
 	// History.
 	EventBatchSize     int            // EVENT_BATCH_SIZE
@@ -117,6 +118,7 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		ChatRatePerSecond:      r.float("CHAT_RATE", 5),
 		ChatBurst:              r.integer("CHAT_BURST", 10, 1, 10000),
 		SendBuffer:             r.integer("WS_SEND_BUFFER", 256, 1, 1<<16),
+		ResumeWindow:           r.duration("RESUME_WINDOW", 10*time.Second),
 
 		EventBatchSize:     r.integer("EVENT_BATCH_SIZE", 1000, 1, 100000),
 		EventFlushInterval: r.duration("EVENT_FLUSH_INTERVAL", time.Second),
@@ -192,6 +194,17 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 	}
 	if c.SweepInterval > 0 && c.PresenceTTL > 0 && c.SweepInterval >= c.PresenceTTL {
 		r.fail("SWEEP_INTERVAL", "must be shorter than PRESENCE_TTL (%s)", c.PresenceTTL)
+	}
+	switch {
+	case c.ResumeWindow < 0:
+		r.fail("RESUME_WINDOW", "must be 0 (off) or a positive duration")
+	case c.ResumeWindow > 0 && c.ResumeWindow < time.Millisecond:
+		r.fail("RESUME_WINDOW", "must be 0 (off) or at least 1ms")
+	case c.PresenceTTL > 0 && c.ResumeWindow > c.PresenceTTL:
+		// A detached session waits no longer than a silent one, so the room's keys (kept 3 x
+		// PRESENCE_TTL by every join and heartbeat) outlive every detached deadline. Capped rather
+		// than refused: a short PRESENCE_TTL (tests, drills) keeps the default working.
+		c.ResumeWindow = c.PresenceTTL
 	}
 	if c.ChatRatePerSecond <= 0 {
 		r.fail("CHAT_RATE", "must be positive")

@@ -125,6 +125,7 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"negative queue timeout", map[string]string{"JWT_SECRET": "0123456789abcdef", "REPORT_QUEUE_TIMEOUT": "-1s"}, "REPORT_QUEUE_TIMEOUT: must be a positive duration"},
 		{"bad report timeout", map[string]string{"JWT_SECRET": "0123456789abcdef", "REPORT_TIMEOUT": "30"}, "REPORT_TIMEOUT: \"30\" is not a duration"},
 		{"metrics addr without port", map[string]string{"JWT_SECRET": "0123456789abcdef", "METRICS_ADDR": "localhost"}, "METRICS_ADDR: \"localhost\" is not host:port"},
+		{"negative resume window", map[string]string{"JWT_SECRET": "0123456789abcdef", "RESUME_WINDOW": "-1s"}, "RESUME_WINDOW: must be 0 (off)"},
 		{"metrics addr is the http addr", map[string]string{"JWT_SECRET": "0123456789abcdef", "METRICS_ADDR": ":8080"}, "METRICS_ADDR: must differ from HTTP_ADDR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,6 +148,29 @@ func TestLoadConfigReportsEveryProblem(t *testing.T) {
 	for _, want := range []string{"JWT_SECRET", "DATABASE_URL", "LOG_LEVEL"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
+		}
+	}
+}
+
+// RESUME_WINDOW: 10 s by default, 0 turns resume off, and it never exceeds PRESENCE_TTL (the room's
+// keys, kept 3 x PRESENCE_TTL, must outlive a detached session's deadline).
+func TestLoadConfigResumeWindow(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{map[string]string{}, 10 * time.Second},
+		{map[string]string{"RESUME_WINDOW": "0"}, 0},
+		{map[string]string{"RESUME_WINDOW": "3s"}, 3 * time.Second},
+		{map[string]string{"PRESENCE_TTL": "2s", "SWEEP_INTERVAL": "500ms"}, 2 * time.Second},
+	} {
+		tc.env["JWT_SECRET"] = "0123456789abcdef"
+		c, err := LoadConfig(env(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ResumeWindow; got != tc.want {
+			t.Errorf("%v: ResumeWindow %s, want %s", tc.env, got, tc.want)
 		}
 	}
 }

@@ -43,15 +43,16 @@ func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb 
 		StatsPushInterval: cfg.StatsPushInterval, StatsCacheTTL: cfg.StatsCacheTTL,
 		HeartbeatEventInterval: cfg.HeartbeatEventInterval,
 		ChatRatePerSecond:      cfg.ChatRatePerSecond, ChatBurst: cfg.ChatBurst, SendBuffer: cfg.SendBuffer,
-		Limits: limits,
+		ResumeWindow: cfg.ResumeWindow,
+		Limits:       limits,
 	})
 	sw := storage.NewSweeper(store, cfg.SweepInterval, log, reg)
 	sw.Start()
 	return &presenceFeature{Hub: hub, sweeper: sw}
 }
 
-// Close ends the WebSocket sessions (their leaves reach Redis and its outbox), then stops the
-// sweeper. The history and Redis are closed after it.
+// Close ends the WebSocket sessions (their leaves, or with RESUME_WINDOW their detaches, reach
+// Redis and its outbox), then stops the sweeper. The history and Redis are closed after it.
 func (p *presenceFeature) Close(ctx context.Context) {
 	p.Hub.Close(ctx)
 	p.sweeper.Close(ctx)
