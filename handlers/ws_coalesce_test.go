@@ -69,10 +69,11 @@ const window = 10 * time.Second // STATS_PUSH_INTERVAL of the coalescing tests
 
 // coalesceRig is a room served by two instances on one Redis, with the same fake clock.
 type coalesceRig struct {
-	clock  *fakeClock
-	a, b   *presenceServer
-	room   uuid.UUID
-	fences int
+	clock   *fakeClock
+	a, b    *presenceServer
+	room    uuid.UUID
+	fences  int
+	members []*wsClient // every member dialled by member, in order
 }
 
 func newCoalesceRig(t *testing.T) *coalesceRig {
@@ -82,12 +83,16 @@ func newCoalesceRig(t *testing.T) *coalesceRig {
 	return &coalesceRig{clock: clock, a: newPresenceServer(t, o), b: newPresenceServer(t, o), room: uuid.New()}
 }
 
-// member dials a member of the room on srv, waits for its snapshot (online_count online), and lets
-// the window its join opened end: the room is quiet again.
+// member dials a member of the room on srv, waits for its snapshot (online_count online) and for
+// both instances to have taken its join (a fence through every member so far), and lets the
+// window its join opened end: the room is quiet again. Without the fence, an instance that took
+// the join's update from the channel only after the clock moved would open its window then.
 func (r *coalesceRig) member(t *testing.T, srv *presenceServer, online int64) *wsClient {
 	t.Helper()
 	w := dialWS(t, srv, r.room, uuid.New())
 	w.waitOnline(t, push, online)
+	r.members = append(r.members, w)
+	r.fence(t, r.members...)
 	r.clock.Advance(window)
 	return w
 }
