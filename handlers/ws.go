@@ -115,7 +115,9 @@ func (h *Hub) serveWS(c *gin.Context) {
 	// connection is hijacked: net/http then frees the request's buffers and the handler's deep
 	// stack, which would otherwise live as long as the WebSocket (about half of the memory of an
 	// idle connection). A bad handshake is answered (400) before the handler returns.
-	dw := &detachedWriter{ResponseWriter: c.Writer, hijacked: make(chan struct{})}
+	dw := &detachedWriter{ResponseWriter: c.Writer, hijacked: make(chan struct{}), wrap: func(nc net.Conn) net.Conn {
+		return &batchedConn{Conn: nc, more: conn.moreQueued, pool: &h.heldFrames}
+	}}
 	req := c.Request
 	go func() {
 		defer dw.release()
@@ -147,11 +149,13 @@ func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason err
 
 // detachedWriter is the ResponseWriter of an upgrade running on another goroutine: release
 // (after a successful Hijack, or when the upgrade gave up and answered) lets the HTTP handler
-// return. Nothing writes to it after that.
+// return. Nothing writes to it after that. The connection it hands over is wrap's (the
+// WebSocket's writes batched, wswrite.go).
 type detachedWriter struct {
 	http.ResponseWriter
 	hijacked chan struct{}
 	once     sync.Once
+	wrap     func(net.Conn) net.Conn
 }
 
 func (w *detachedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -160,10 +164,11 @@ func (w *detachedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("the response writer cannot be hijacked")
 	}
 	conn, brw, err := hj.Hijack()
-	if err == nil {
-		w.release()
+	if err != nil {
+		return conn, brw, err
 	}
-	return conn, brw, err
+	w.release()
+	return w.wrap(conn), brw, nil
 }
 
 func (w *detachedWriter) release() { w.once.Do(func() { close(w.hijacked) }) }

@@ -46,7 +46,7 @@ type HubConfig struct {
 	AllowedOrigins         []string // empty: same host only
 	MaxMessageBytes        int
 	PresenceTTL            time.Duration
-	StatsPushInterval      time.Duration
+	StatsPushInterval      time.Duration // the longest push window, of rooms of 1,000 sessions (pushWindow)
 	StatsCacheTTL          time.Duration
 	HeartbeatEventInterval time.Duration
 	ChatRatePerSecond      float64
@@ -83,6 +83,8 @@ type Hub struct {
 	conns    sync.WaitGroup
 	resyncMu sync.Mutex
 
+	heldFrames sync.Pool // buffers of frames held back by connections (batchedConn)
+
 	cacheMu  sync.RWMutex
 	cache    map[uuid.UUID]cachedStats
 	fallback *historyFallback // the history's answers while Redis is unreachable
@@ -106,8 +108,9 @@ type localRoom struct {
 	members  map[*wsConn]struct{}
 	last     presencestats.OnlineStats // newest counts seen
 	hasLast  bool
-	lastPush time.Time // start of the current coalescing window (the last push)
-	pending  bool      // the window has changes: a trailing push of last is scheduled at its end
+	lastPush time.Time     // start of the current coalescing window (the last push)
+	window   time.Duration // its length: pushWindow of the counts it pushed
+	pending  bool          // the window has changes: a trailing push of last is scheduled at its end
 }
 
 // wsConn is one WebSocket session.

@@ -23,7 +23,9 @@ import (
 //	              and resumed (the session named by ?resume= was resumed, see below)
 //	online_stats  the room's counts (presencestats.OnlineStats): once right after joining (the
 //	              snapshot, which counts the joiner: no push or chat reaches a session before
-//	              it) and after every change, coalesced to one per STATS_PUSH_INTERVAL
+//	              it) and after every change, coalesced per room (the first change after a
+//	              quiet window at once; a window grows with the room up to
+//	              STATS_PUSH_INTERVAL: wshub_push.go)
 //	message       a chat message relayed to everyone in the room, on every instance
 //	pong          the answer to {"type":"ping"}
 //	error         a bad frame (the connection stays open): data.code is one of the Code* below
