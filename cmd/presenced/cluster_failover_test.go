@@ -175,11 +175,8 @@ func (c *failoverClient) read() {
 		if err != nil {
 			return
 		}
-		var f struct {
-			Type string          `json:"type"`
-			Data json.RawMessage `json:"data"`
-		}
-		if json.Unmarshal(b, &f) != nil {
+		f, ok := decodeFrame(b)
+		if !ok {
 			continue
 		}
 		c.mu.Lock()

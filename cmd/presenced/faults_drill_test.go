@@ -117,26 +117,12 @@ func (c *drillCluster) churn(n int, users []uuid.UUID, wait bool) {
 type restTally struct{ ok, degraded, failed int }
 
 func (c *drillCluster) restSample(tally *restTally, sources map[string]int) {
-	tok, _ := c.auth.Mint(uuid.New(), handlers.RoleUser, time.Hour)
-	q := make([]string, len(c.rooms))
-	for i, r := range c.rooms {
-		q[i] = "room_id=" + r.String()
-	}
 	for i, p := range c.procs {
 		if !c.alive[i] {
 			continue
 		}
-		req, _ := http.NewRequest(http.MethodGet, p.base+"/api/rooms/stats?"+strings.Join(q, "&"), nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			tally.failed++
-			continue
-		}
-		var body handlers.RoomsStats
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		status, body, err := c.roomsStats(p.base, c.rooms)
+		if err != nil || status != http.StatusOK {
 			tally.failed++
 			continue
 		}

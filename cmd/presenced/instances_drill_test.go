@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
@@ -175,27 +174,13 @@ func (c *drillCluster) mismatches() []string {
 				cl.id, cl.instance, st.OnlineCount, st.SessionCount, st.Degraded, w[0], w[1]))
 		}
 	}
-	tok, _ := c.auth.Mint(uuid.New(), handlers.RoleUser, time.Hour)
-	q := make([]string, len(c.rooms))
-	for i, r := range c.rooms {
-		q[i] = "room_id=" + r.String()
-	}
 	for i, p := range c.procs {
 		if !c.alive[i] {
 			continue
 		}
-		req, _ := http.NewRequest(http.MethodGet, p.base+"/api/rooms/stats?"+strings.Join(q, "&"), nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			bad = append(bad, fmt.Sprintf("instance %d REST: %v", i, err))
-			continue
-		}
-		var body handlers.RoomsStats
-		err = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if err != nil || len(body.Rooms) != len(c.rooms) {
-			bad = append(bad, fmt.Sprintf("instance %d REST: %d rooms, %v", i, len(body.Rooms), err))
+		status, body, err := c.roomsStats(p.base, c.rooms)
+		if err != nil || status != http.StatusOK || len(body.Rooms) != len(c.rooms) {
+			bad = append(bad, fmt.Sprintf("instance %d REST: status %d, %d rooms, %v", i, status, len(body.Rooms), err))
 			continue
 		}
 		for _, st := range body.Rooms {

@@ -297,11 +297,8 @@ func openDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *
 			if err != nil {
 				return
 			}
-			var f struct {
-				Type string          `json:"type"`
-				Data json.RawMessage `json:"data"`
-			}
-			if json.Unmarshal(b, &f) != nil {
+			f, ok := decodeFrame(b)
+			if !ok {
 				continue
 			}
 			c.mu.Lock()

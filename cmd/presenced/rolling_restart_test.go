@@ -374,11 +374,8 @@ func (c *restartClient) read(conn *websocket.Conn, inst int) int {
 			}
 			return -1
 		}
-		var f struct {
-			Type string          `json:"type"`
-			Data json.RawMessage `json:"data"`
-		}
-		if json.Unmarshal(b, &f) != nil {
+		f, ok := decodeFrame(b)
+		if !ok {
 			continue
 		}
 		c.mu.Lock()
