@@ -56,7 +56,9 @@ func (r *Reports) recent(ctx context.Context, sel selection, g presencestats.Gra
 	// The report buckets from out.from are those starting before end; hi is where the last ends.
 	hi := g.Next(g.Truncate(end.Add(-time.Nanosecond), r.loc))
 	b := r.recentTiles(g, out.from, hi, m.userWeekly, m.userMonthly)
-	rows, err := r.pool.Query(ctx, sql.recent[g].of(sel), sel.param(), b[0], b[1], b[2], b[3], b[4], bucketWidth[g], r.loc.String())
+	oneBucket := g.Next(out.from).Equal(hi)
+	rows, err := r.pool.Query(ctx, sql.recent[g].of(sel), sel.param(), b[0], b[1], b[2], b[3], b[4], bucketWidth[g], r.loc.String(),
+		oneBucket, b[5])
 	if err != nil {
 		r.forgetMaterialized(err)
 		return out, pgError(err, "query recent unique users")
@@ -88,20 +90,24 @@ func weeklyTiles(g presencestats.Granularity) bool {
 }
 
 // recentTiles bounds the four tiles of report_recent_users.sql over the report buckets [from, hi)
-// of g (recentUserTiles names their sources). Hours, days and weeks: the first tile takes it all.
-// Months and years, with weeklyLast and monthlyLast the last buckets materialized in those
-// per-user aggregates (nil: none):
+// of g (recentUserTiles names their sources): [b[0], b[1]), [b[1], b[2]), [b[5], b[3]) and
+// [b[3], b[4]). Hours, days and weeks: the first tile takes it all. Months and years, with
+// weeklyLast and monthlyLast the last buckets materialized in those per-user aggregates (nil: none):
 //
 //	monthly rows  [from, a)  the months before the one in progress, up to the last materialized
-//	daily rows    [a, b)     any months not materialized yet, then the days before the first week
-//	                         that starts in the month in progress
-//	weekly rows   [b, c)     that month's whole weeks that have ended, up to the last materialized
+//	daily rows    [a, b)     any months not materialized yet, then (months) the days before the
+//	                         first week that starts in the month in progress
+//	weekly rows   [w, c)     that month's whole weeks that have ended, up to the last materialized;
+//	                         for a year from the week the month's first day is in, when that week
+//	                         starts in the same year (w = b otherwise)
 //	daily rows    [c, hi)    the rest
 //
-// so each week lies in one month, and no tile reads past what is materialized in its source.
-func (r *Reports) recentTiles(g presencestats.Granularity, from, hi time.Time, weeklyLast, monthlyLast *time.Time) [5]time.Time {
+// so each week lies in one report bucket, and no tile reads past what is materialized in its
+// source. A year's weekly tile may overlap the months before (its days are in the same year, and
+// a user is counted once per bucket): it then replaces up to six days of daily rows with one.
+func (r *Reports) recentTiles(g presencestats.Granularity, from, hi time.Time, weeklyLast, monthlyLast *time.Time) [6]time.Time {
 	if !weeklyTiles(g) {
-		return [5]time.Time{from, hi, hi, hi, hi}
+		return [6]time.Time{from, hi, hi, hi, hi, hi}
 	}
 	clamp := func(t, lo, up time.Time) time.Time {
 		if t.Before(lo) {
@@ -120,13 +126,19 @@ func (r *Reports) recentTiles(g presencestats.Granularity, from, hi time.Time, w
 		b = presencestats.Week.Next(b)
 	}
 	b = clamp(b, split, hi)
-	c := b
+	w := b
+	if first := presencestats.Week.Truncate(split, r.loc); g == presencestats.Year && first.Before(b) &&
+		!first.Before(presencestats.Year.Truncate(split, r.loc)) && !first.Before(from) {
+		w = first
+		b = maxTime(a, w) // the daily tile stops where the weekly one begins (or is empty)
+	}
+	c := w
 	if weeklyLast != nil {
 		c = presencestats.Week.Truncate(now, r.loc) // the week in progress
 		if materialized := materializedEnd(presencestats.Week, weeklyLast, r.loc); materialized.Before(c) {
 			c = materialized
 		}
-		c = clamp(c, b, hi)
+		c = clamp(c, w, hi)
 	}
-	return [5]time.Time{from, a, b, c, hi}
+	return [6]time.Time{from, a, b, c, hi, w}
 }
