@@ -6,9 +6,10 @@
 -- as much here (a month in progress: 135 against 63 ms). Reading these once, instead of through
 -- each count aggregate, is what keeps month and year reports fast (migration 8).
 --
--- Four tiles, each [lo, hi) on its own source, skipped when empty (lo < hi folds to false when the
+-- Five tiles, each [lo, hi) on its own source, skipped when empty (lo < hi folds to false when the
 -- query is planned with its parameters); storage/report_users.go picks sources and bounds per
--- granularity. A month or year report: {{tile1}} the monthly rows of finished months, {{tile2}}
+-- granularity. A year report: {{tile0}} the quarterly rows of finished quarters (migration 10);
+-- a month or year report: {{tile1}} the monthly rows of finished months, {{tile2}}
 -- and {{tile4}} daily rows, {{tile3}} the weekly rows of the finished weeks of the month in
 -- progress (a year report's may begin before that month: tiles may overlap inside one report
 -- bucket, where a user is kept once anyway, and a week across the 1st then replaces up to six
@@ -23,15 +24,20 @@
 -- then counted per room and across rooms.
 -- {{in_rooms:x}}: x.room_id = ANY ($1) for a selection of rooms, nothing for every room (storage
 -- fills it in, byRooms: a room filter a generic plan can still answer from an index).
---   $1 rooms uuid[], or NULL for every room   $2-$6 the tiles' bounds: {{tile1}} [$2, $3),
---   {{tile2}} [$3, $4), {{tile3}} [$10, $5), {{tile4}} [$5, $6)   $7 report bucket width   $8 zone
---   $9 whether [$2, $6) is one report bucket
+--   $1 rooms uuid[], or NULL for every room   $2-$6, $10, $11 the tiles' bounds: {{tile0}} [$2, $11),
+--   {{tile1}} [$11, $3), {{tile2}} [$3, $4), {{tile3}} [$10, $5), {{tile4}} [$5, $6)
+--   $7 report bucket width   $8 zone   $9 whether [$2, $6) is one report bucket
 WITH rows AS (
     SELECT t.room_id, t.user_id,
            CASE WHEN $9::boolean THEN $2::timestamptz ELSE time_bucket($7::interval, t.bucket, $8::text) END AS bucket
+    FROM {{tile0}} AS t
+    WHERE $2::timestamptz < $11::timestamptz AND {{in_rooms:t}}
+      AND t.bucket >= $2::timestamptz AND t.bucket < $11::timestamptz
+    UNION ALL
+    SELECT t.room_id, t.user_id, CASE WHEN $9::boolean THEN $2::timestamptz ELSE time_bucket($7::interval, t.bucket, $8::text) END
     FROM {{tile1}} AS t
-    WHERE $2::timestamptz < $3::timestamptz AND {{in_rooms:t}}
-      AND t.bucket >= $2::timestamptz AND t.bucket < $3::timestamptz
+    WHERE $11::timestamptz < $3::timestamptz AND {{in_rooms:t}}
+      AND t.bucket >= $11::timestamptz AND t.bucket < $3::timestamptz
     UNION ALL
     SELECT t.room_id, t.user_id, CASE WHEN $9::boolean THEN $2::timestamptz ELSE time_bucket($7::interval, t.bucket, $8::text) END
     FROM {{tile2}} AS t
