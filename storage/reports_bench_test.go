@@ -35,6 +35,7 @@ import (
 // It never runs in `make test` (go test runs benchmarks only with -bench). Setting:
 // BENCH_REPORT_ROOMS (default 100) and BENCH_REPORT_DAYS (default 365) size the data;
 // BENCH_REPORT_DENSE_DAYS (default: all) gives only the last days full activity (seedYear);
+// BENCH_REPORT_ENGINE_PID adds the local engine's CPU time per report (below);
 // BENCH_REPORT_DSN reuses a database seeded by an earlier run (see below).
 // Each sub-benchmark reports p50-ms and p95-ms of a whole report (Reports.Report, what the JSON
 // API waits for: stats, totals and peak hours) and, timed apart, Stats, Totals and PeakHours.
@@ -266,6 +267,14 @@ func BenchmarkReportQueries(b *testing.B) {
 	}
 	start := end.AddDate(0, 0, -days)
 
+	// BENCH_REPORT_ENGINE_PID: the pid of the local engine (dev/tsdb/server.mjs, which runs the
+	// database on its main thread): each case also reports the CPU time that thread spent on one
+	// Report (engine-cpu-*-ms), which, unlike the time waited, hardly depends on what else the
+	// machine runs.
+	enginePID := os.Getenv("BENCH_REPORT_ENGINE_PID")
+	if enginePID != "" {
+		cpuOf(b, enginePID)
+	}
 	reports := storage.NewReports(pool, time.UTC)
 	// Every room (no room_ids) over each granularity's typical range, named by the granularity,
 	// and every room's hours over one day; then a few rooms picked out of the hundred, named by
@@ -299,16 +308,20 @@ func BenchmarkReportQueries(b *testing.B) {
 		}
 		b.Run(tc.name, func(b *testing.B) {
 			b.Logf("engine: %s", engine)
-			var whole, stats, totals, peaks []time.Duration
+			var whole, stats, totals, peaks, engineCPU []time.Duration
 			rows := 0
 			for b.Loop() {
 				// The whole report as the JSON API asks for it, then each part on its own.
+				cpu0 := cpuOf(b, enginePID)
 				t0 := time.Now()
 				rows = 0
 				if _, _, err := reports.Report(ctx, q, func(presencestats.ReportRow) error { rows++; return nil }); err != nil {
 					b.Fatal(err)
 				}
 				t1 := time.Now()
+				if enginePID != "" {
+					engineCPU = append(engineCPU, cpuOf(b, enginePID)-cpu0)
+				}
 				if err := reports.Stats(ctx, q, func(presencestats.ReportRow) error { return nil }); err != nil {
 					b.Fatal(err)
 				}
@@ -332,6 +345,10 @@ func BenchmarkReportQueries(b *testing.B) {
 			b.ReportMetric(percentileMS(stats, 95), "stats-p95-ms")
 			b.ReportMetric(percentileMS(totals, 95), "totals-p95-ms")
 			b.ReportMetric(percentileMS(peaks, 95), "peakhours-p95-ms")
+			if enginePID != "" {
+				b.ReportMetric(percentileMS(engineCPU, 50), "engine-cpu-p50-ms")
+				b.ReportMetric(percentileMS(engineCPU, 95), "engine-cpu-p95-ms")
+			}
 		})
 	}
 }
@@ -401,6 +418,24 @@ func seedReportBench(ctx context.Context, b *testing.B, pool *pgxpool.Pool, room
 	}
 	b.Logf("seeded data: %d rooms, %d days (the last %d dense; 0: all) ending at %s", rooms, days, dense, end)
 	return end, rooms
+}
+
+// cpuOf returns the CPU time the main thread of process pid has run, from
+// /proc/<pid>/task/<pid>/schedstat (nanoseconds); 0 for no pid.
+func cpuOf(tb testing.TB, pid string) time.Duration {
+	tb.Helper()
+	if pid == "" {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + pid + "/task/" + pid + "/schedstat")
+	if err != nil {
+		tb.Fatalf("BENCH_REPORT_ENGINE_PID: %v", err)
+	}
+	ns, err := strconv.ParseInt(strings.Fields(string(b))[0], 10, 64)
+	if err != nil {
+		tb.Fatalf("BENCH_REPORT_ENGINE_PID: %s: %v", b, err)
+	}
+	return time.Duration(ns)
 }
 
 // benchRoom is the id seedYear gives room i: md5('bench-room-i')::uuid.
