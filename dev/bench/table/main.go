@@ -536,7 +536,8 @@ var reportCases = []struct{ sub, what, bound string }{
 
 // reportsPart: BenchmarkReportQueries, the whole report per granularity on a year of 100 rooms,
 // or on each kept database of BENCH_REPORT_DSN (several DSNs separated by spaces, e.g. one seeded
-// with 100 rooms and one with 1,000: one run each, rows named by the rooms the run reported).
+// with 100 rooms and one with 1,000: one run each, rows named by the rooms the run reported), with
+// the engine's CPU time per report when BENCH_REPORT_ENGINE_PID names its pid (one per DSN).
 func reportsPart(ctx context.Context, r *runner) ([]row, error) {
 	runs := envOr("BENCH_REPORT_RUNS", "20")
 	extra := "-timeout 60m "
@@ -544,12 +545,20 @@ func reportsPart(ctx context.Context, r *runner) ([]row, error) {
 	if len(dsns) == 0 {
 		dsns = []string{""}
 	}
+	// BENCH_REPORT_ENGINE_PID: the local engine's pid per DSN, in the same order (its CPU time per report).
+	pids := strings.Fields(os.Getenv("BENCH_REPORT_ENGINE_PID"))
+	if len(pids) > 1 && len(pids) != len(dsns) {
+		return nil, fmt.Errorf("BENCH_REPORT_ENGINE_PID has %d pids for %d BENCH_REPORT_DSN databases", len(pids), len(dsns))
+	}
 	var rows []row
 	var errs []error
-	for _, dsn := range dsns {
+	for i, dsn := range dsns {
 		var env []string
 		if dsn != "" {
 			env = []string{"BENCH_REPORT_DSN=" + dsn}
+		}
+		if len(pids) > 1 {
+			env = append(env, "BENCH_REPORT_ENGINE_PID="+pids[i])
 		}
 		cmd, res, out, err := r.goBench(ctx, "reports", "^BenchmarkReportQueries$", runs+"x", "./storage/", extra, env...)
 		if dsn != "" {
@@ -572,9 +581,13 @@ func reportsPart(ctx context.Context, r *runner) ([]row, error) {
 			if v, ok := res[name].Metrics["rooms"]; ok {
 				rooms = num(v, 0)
 			}
+			value := fmt.Sprintf("p50 %s ms, p95 **%s ms** (%d runs)", num(p50, 1), num(p95, 1), res[name].N)
+			if cpu50, ok := res[name].Metrics["engine-cpu-p50-ms"]; ok { // BENCH_REPORT_ENGINE_PID
+				value += fmt.Sprintf("; engine CPU p50 %s ms, p95 %s ms", num(cpu50, 1), num(res[name].Metrics["engine-cpu-p95-ms"], 1))
+			}
 			rows = append(rows, row{
 				Figure: fmt.Sprintf("report (stats + totals + peak hours), year of %s rooms: %s, %s rows", rooms, c.what, num(res[name].Metrics["rows"], 0)),
-				Value:  fmt.Sprintf("p50 %s ms, p95 **%s ms** (%d runs)", num(p50, 1), num(p95, 1), res[name].N),
+				Value:  value,
 				Target: target, Command: cmd + " (" + c.sub + ")", Engine: engine,
 			})
 		}
