@@ -117,7 +117,17 @@ type OnlineStats struct {
 	Timestamp    time.Time `json:"timestamp"`
 	// Degraded is true when Redis could not be reached and the counts are the last known ones.
 	Degraded bool `json:"degraded,omitempty"`
+	// Source says where the counts come from (Source* constants); empty on live pushes.
+	Source string `json:"source,omitempty"`
 }
+
+// Sources of an OnlineStats answer.
+const (
+	SourceRedis    = "redis"    // Redis, now or within STATS_CACHE_TTL (not degraded)
+	SourceCache    = "cache"    // Redis unreachable: the last counts this instance saw (degraded)
+	SourceDatabase = "database" // Redis unreachable, nothing cached: the history's last online_after (degraded)
+	SourceNone     = "none"     // neither Redis nor the database answered: zero (degraded)
+)
 
 // Granularity is the bucket width of a report.
 type Granularity string

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Local services for presence-stats: Redis and the WebAssembly TimescaleDB (dev/tsdb).
 #   dev/services.sh up        install what is missing, start both on 6380 / 55432, persisting in .data/
+#                             REDIS_CLUSTER=3 (masters, >= 3) also starts a Redis Cluster on 7000.. (bus
+#                             ports +10000) in .data/redis-cluster, REDIS_CLUSTER_REPLICAS=1 one replica
+#                             per master; `make run REDIS_CLUSTER=3` serves on it (URL in .data/redis-cluster/url)
 #   dev/services.sh down      stop what `up` started (by pid file)
 #   dev/services.sh status    say what runs
 #   dev/services.sh chromium  install Debian's chromium if /usr/bin/chromium is missing (browser tests)
 #   dev/services.sh test CMD  start fresh throw-away instances on free ports, run CMD with
 #                             TEST_REDIS_URL and TEST_TSDB_URL set, stop them, exit with CMD's status.
+#                             It also starts a three-master Redis Cluster: TEST_REDIS_CLUSTER_URL.
 #                             A TEST_DATABASE_URL the caller set (a real server) is passed on as is.
 # Everything it starts is found again through pid files under .data/ (or the test's temp dir).
 set -euo pipefail
@@ -13,6 +17,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DATA=${DATA_DIR:-$ROOT/.data}
 REDIS_PORT=${REDIS_PORT:-6380}
+REDIS_CLUSTER=${REDIS_CLUSTER:-}
+REDIS_CLUSTER_REPLICAS=${REDIS_CLUSTER_REPLICAS:-0}
+REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-7000}
 TSDB_PORT=${TSDB_PORT:-55432}
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -66,6 +73,55 @@ start_redis() { # dir port persist(yes|no)
   wait_port 127.0.0.1 "$port" 10 || die "Redis did not answer on $port (see $dir/redis.log)"
 }
 
+# A Redis Cluster of masters x (1 + replicas) nodes, one directory per node under dir (its pid
+# file, log, nodes.conf), the cluster's REDIS_URL in dir/url. Ports: first..first+n-1 (bus ports
+# +10000), or free ones when first is "free". A directory that holds a cluster already (nodes.conf,
+# `up` after `down`) is started again as it was: the nodes find each other from nodes.conf.
+start_cluster() { # dir masters replicas first-port persist(yes|no)
+  local dir=$1 masters=$2 replicas=$3 first=$4 persist=$5 n i port bus addrs=() existing=no
+  [ "$masters" -ge 3 ] 2>/dev/null || die "REDIS_CLUSTER must be a number of masters >= 3 (got '$masters')"
+  n=$((masters * (1 + replicas)))
+  mkdir -p "$dir"
+  [ -f "$dir/ports" ] && existing=yes
+  if [ $existing = no ]; then
+    for ((i = 0; i < n; i++)); do
+      if [ "$first" = free ]; then port=$(free_port); bus=$(free_port); else port=$((first + i)); bus=$((port + 10000)); fi
+      echo "$port $bus" >>"$dir/ports"
+    done
+  fi
+  local save=(--save "" --appendonly no)
+  [ "$persist" = yes ] && save=(--appendonly yes --appendfsync everysec)
+  while read -r port bus; do
+    addrs+=("127.0.0.1:$port")
+    mkdir -p "$dir/$port"
+    alive "$dir/$port/redis.pid" && continue
+    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --daemonize yes --dir "$dir/$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" "${save[@]}" >/dev/null
+  done <"$dir/ports"
+  for a in "${addrs[@]}"; do wait_port 127.0.0.1 "${a#*:}" 10 || die "Redis Cluster node $a did not answer (see $dir/${a#*:}/redis.log)"; done
+  if [ $existing = no ]; then
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas "$replicas" --cluster-yes >"$dir/create.log" 2>&1 ||
+      die "redis-cli --cluster create failed (see $dir/create.log)"
+  fi
+  for ((i = 0; i < 300; i++)); do
+    local ok=yes
+    for a in "${addrs[@]}"; do
+      redis-cli -h 127.0.0.1 -p "${a#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || { ok=no; break; }
+    done
+    [ $ok = yes ] && break
+    sleep 0.1
+  done
+  [ $ok = yes ] || die "Redis Cluster in $dir not ok after 30 s (see its redis.log files)"
+  (IFS=,; echo "redis://${addrs[*]}") >"$dir/url"
+}
+
+stop_cluster() { # dir name
+  [ -f "$1/ports" ] || return 0
+  local port bus
+  while read -r port bus; do stop_pid "$1/$port/redis.pid" "$2 node $port"; done <"$1/ports"
+}
+
 start_tsdb() { # log pidfile port [data-dir]
   local log=$1 pidf=$2 port=$3 args=()
   [ -n "${4:-}" ] && args=(--data-dir "$4")
@@ -111,16 +167,26 @@ up)
   mkdir -p "$DATA"
   if alive "$DATA/redis/redis.pid"; then say "Redis already running on $REDIS_PORT"; else
     start_redis "$DATA/redis" "$REDIS_PORT" yes; say "Redis on 127.0.0.1:$REDIS_PORT"; fi
+  if [ -n "$REDIS_CLUSTER" ]; then
+    start_cluster "$DATA/redis-cluster" "$REDIS_CLUSTER" "$REDIS_CLUSTER_REPLICAS" "$REDIS_CLUSTER_PORT" yes
+    say "Redis Cluster: $(cat "$DATA/redis-cluster/url") (data in $DATA/redis-cluster; its layout is kept: delete the directory after down for another size)"
+  fi
   if alive "$DATA/tsdb.pid"; then say "TimescaleDB already running on $TSDB_PORT"; else
     start_tsdb "$DATA/tsdb.log" "$DATA/tsdb.pid" "$TSDB_PORT" "$DATA/tsdb" >/dev/null
     say "TimescaleDB (WebAssembly, license=timescale) on 127.0.0.1:$TSDB_PORT, data in $DATA/tsdb"; fi
   ;;
 down)
   stop_pid "$DATA/redis/redis.pid" Redis
+  stop_cluster "$DATA/redis-cluster" "Redis Cluster"
   stop_pid "$DATA/tsdb.pid" TimescaleDB
   ;;
 status)
   alive "$DATA/redis/redis.pid" && say "Redis: running (pid $(cat "$DATA/redis/redis.pid"))" || say "Redis: stopped"
+  if [ -f "$DATA/redis-cluster/ports" ]; then
+    up=0 all=0
+    while read -r port bus; do all=$((all + 1)); alive "$DATA/redis-cluster/$port/redis.pid" && up=$((up + 1)); done <"$DATA/redis-cluster/ports"
+    say "Redis Cluster: $up of $all nodes running ($(cat "$DATA/redis-cluster/url" 2>/dev/null))"
+  fi
   alive "$DATA/tsdb.pid" && say "TimescaleDB: running (pid $(cat "$DATA/tsdb.pid"))" || say "TimescaleDB: stopped"
   ;;
 test)
@@ -128,15 +194,20 @@ test)
   ensure_redis
   ensure_tsdb
   tmp=$(mktemp -d -t presence-test.XXXXXX)
-  cleanup() { stop_pid "$tmp/redis/redis.pid" "test Redis"; stop_pid "$tmp/tsdb.pid" "test TimescaleDB"; rm -rf "$tmp"; }
+  cleanup() {
+    stop_pid "$tmp/redis/redis.pid" "test Redis"; stop_cluster "$tmp/cluster" "test Redis Cluster"
+    stop_pid "$tmp/tsdb.pid" "test TimescaleDB"; rm -rf "$tmp"
+  }
   trap cleanup EXIT
   rport=$(free_port)
   start_redis "$tmp/redis" "$rport" no
+  start_cluster "$tmp/cluster" 3 0 free no
+  export TEST_REDIS_CLUSTER_URL=$(cat "$tmp/cluster/url")
   tport=$(start_tsdb "$tmp/tsdb.log" "$tmp/tsdb.pid" 0)
   export TEST_REDIS_URL="redis://127.0.0.1:$rport/0"
   # The throw-away local engine: the browser tests' database, whatever TEST_DATABASE_URL says.
   export TEST_TSDB_URL="postgres://postgres@127.0.0.1:$tport/postgres?sslmode=disable&pool_max_conns=1&default_query_exec_mode=cache_describe"
-  say "throw-away Redis on $rport, TimescaleDB on $tport"
+  say "throw-away Redis on $rport, Redis Cluster $TEST_REDIS_CLUSTER_URL, TimescaleDB on $tport"
   # TEST_DATABASE_URL is the operator's server only (storage/storagetest makes a fresh database
   # there for every test that asks for one); unset, the Go tests start local instances.
   if [ -n "${TEST_DATABASE_URL:-}" ]; then

@@ -35,6 +35,18 @@ func parseRoomID(s string) (uuid.UUID, error) {
 	return id, nil
 }
 
+// parseResume reads the resume query parameter: empty (a new session) or a session id.
+func parseResume(s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, nil
+	}
+	id, err := uuid.Parse(s)
+	if err != nil || id == uuid.Nil {
+		return uuid.Nil, presencestats.Errorf(presencestats.EINVALID, "resume %q is not a session id (a UUID from the welcome frame)", truncate(s, 64))
+	}
+	return id, nil
+}
+
 // truncate cuts s to at most n bytes, at a character boundary, marking the cut with "...".
 func truncate(s string, n int) string {
 	if len(s) <= n {
@@ -66,6 +78,11 @@ func (h *Hub) serveWS(c *gin.Context) {
 		writeError(c, h.log, err)
 		return
 	}
+	resume, err := parseResume(c.Query("resume"))
+	if err != nil {
+		writeError(c, h.log, err)
+		return
+	}
 	if !h.originAllowed(c.Request) {
 		writeError(c, h.log, presencestats.Errorf(presencestats.EFORBIDDEN, "origin %q is not allowed", truncate(c.GetHeader("Origin"), 100)))
 		return
@@ -91,17 +108,26 @@ func (h *Hub) serveWS(c *gin.Context) {
 		ip: ip, ua: truncate(c.Request.UserAgent(), 512),
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.ChatRatePerSecond), h.cfg.ChatBurst),
 	}
+	if resume != uuid.Nil && h.cfg.ResumeWindow > 0 {
+		h.resumeBeforeUpgrade(conn, resume)
+	}
 	// The session runs on a goroutine of its own and this handler returns as soon as the
 	// connection is hijacked: net/http then frees the request's buffers and the handler's deep
 	// stack, which would otherwise live as long as the WebSocket (about half of the memory of an
 	// idle connection). A bad handshake is answered (400) before the handler returns.
-	dw := &detachedWriter{ResponseWriter: c.Writer, hijacked: make(chan struct{})}
+	dw := &detachedWriter{ResponseWriter: c.Writer, hijacked: make(chan struct{}), wrap: func(nc net.Conn) net.Conn {
+		return &batchedConn{Conn: nc, more: conn.moreQueued, pool: &h.heldFrames}
+	}}
 	req := c.Request
 	go func() {
 		defer dw.release()
 		defer release()
 		if err := h.m.HandleRequestWithKeys(dw, req, map[string]any{connKey: conn}); err != nil {
 			h.log.Debug("websocket upgrade failed", "err", err)
+		}
+		// onConnect ran (or not) on this goroutine, inside HandleRequestWithKeys.
+		if conn.resumed && !conn.counted {
+			h.releaseUnconnected(conn)
 		}
 	}()
 	<-dw.hijacked
@@ -123,11 +149,13 @@ func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason err
 
 // detachedWriter is the ResponseWriter of an upgrade running on another goroutine: release
 // (after a successful Hijack, or when the upgrade gave up and answered) lets the HTTP handler
-// return. Nothing writes to it after that.
+// return. Nothing writes to it after that. The connection it hands over is wrap's (the
+// WebSocket's writes batched, wswrite.go).
 type detachedWriter struct {
 	http.ResponseWriter
 	hijacked chan struct{}
 	once     sync.Once
+	wrap     func(net.Conn) net.Conn
 }
 
 func (w *detachedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -136,10 +164,11 @@ func (w *detachedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("the response writer cannot be hijacked")
 	}
 	conn, brw, err := hj.Hijack()
-	if err == nil {
-		w.release()
+	if err != nil {
+		return conn, brw, err
 	}
-	return conn, brw, err
+	w.release()
+	return w.wrap(conn), brw, nil
 }
 
 func (w *detachedWriter) release() { w.once.Do(func() { close(w.hijacked) }) }

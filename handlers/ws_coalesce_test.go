@@ -69,10 +69,11 @@ const window = 10 * time.Second // STATS_PUSH_INTERVAL of the coalescing tests
 
 // coalesceRig is a room served by two instances on one Redis, with the same fake clock.
 type coalesceRig struct {
-	clock  *fakeClock
-	a, b   *presenceServer
-	room   uuid.UUID
-	fences int
+	clock   *fakeClock
+	a, b    *presenceServer
+	room    uuid.UUID
+	fences  int
+	members []*wsClient // every member dialled by member, in order
 }
 
 func newCoalesceRig(t *testing.T) *coalesceRig {
@@ -82,12 +83,16 @@ func newCoalesceRig(t *testing.T) *coalesceRig {
 	return &coalesceRig{clock: clock, a: newPresenceServer(t, o), b: newPresenceServer(t, o), room: uuid.New()}
 }
 
-// member dials a member of the room on srv, waits for its snapshot (online_count online), and lets
-// the window its join opened end: the room is quiet again.
+// member dials a member of the room on srv, waits for its snapshot (online_count online) and for
+// both instances to have taken its join (a fence through every member so far), and lets the
+// window its join opened end: the room is quiet again. Without the fence, an instance that took
+// the join's update from the channel only after the clock moved would open its window then.
 func (r *coalesceRig) member(t *testing.T, srv *presenceServer, online int64) *wsClient {
 	t.Helper()
 	w := dialWS(t, srv, r.room, uuid.New())
 	w.waitOnline(t, push, online)
+	r.members = append(r.members, w)
+	r.fence(t, r.members...)
 	r.clock.Advance(window)
 	return w
 }
@@ -173,16 +178,36 @@ func TestWSStatsLeadingAndTrailingEdge(t *testing.T) {
 	}
 }
 
-// A storm of 1,000 joins, during which the clock moves by 55 s (5.5 windows), gives each member,
-// on either instance, at most one online_stats per window plus the leading one, in order, the
-// last with the exact final count.
+// pushWindow is the window a push of a room with sessions sessions opens, as docs/realtime.md
+// states it: window × sessions / 1,000, at least window / 20, at most window.
+func pushWindow(sessions int64) time.Duration {
+	return window * time.Duration(min(max(sessions, 50), 1000)) / 1000
+}
+
+// A storm of 1,000 joins, during which the clock moves by 55 s, gives each member, on either
+// instance, online_stats in order, the last with the exact final count, no two of them closer
+// than the window the first opened (pushWindow of its session_count), and so at most one per
+// window / 20 plus the leading one. The test fences after every batch of joins and every move of
+// the clock, so that it knows at which (fake) time each frame was pushed.
 func TestWSStatsStormBounded(t *testing.T) {
 	r := newCoalesceRig(t)
 	members := []*wsClient{r.member(t, r.a, 1), r.member(t, r.b, 2), r.member(t, r.a, 3)}
 	r.fence(t, members...)
 
+	type pushed struct {
+		at time.Time
+		st presencestats.OnlineStats
+	}
+	got := make([][]pushed, len(members))
+	collect := func() {
+		for i, fs := range r.fence(t, members...) {
+			for _, f := range fs {
+				got[i] = append(got[i], pushed{at: r.clock.Now(), st: f.stats(t)})
+			}
+		}
+	}
 	const storm, batches = 1000, 10
-	var advanced time.Duration
+	start := r.clock.Now()
 	for range batches {
 		var wg sync.WaitGroup
 		for range 4 {
@@ -193,28 +218,89 @@ func TestWSStatsStormBounded(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		collect() // every instance has taken the batch
 		r.clock.Advance(window / 2)
-		advanced += window / 2
+		collect()
 	}
-	during := r.fence(t, members...) // every instance has taken the last change
 	r.clock.Advance(window)
-	advanced += window
-	bound := int(advanced/window) + 1
-	for i, end := range r.fence(t, members...) {
-		got := append(during[i], end...)
-		if len(got) == 0 || len(got) > bound {
-			t.Fatalf("member %d: %d online_stats for %d joins over %s, want 1 to %d", i, len(got), storm, advanced, bound)
+	collect()
+	advanced := r.clock.Now().Sub(start)
+	bound := int(advanced/(window/20)) + 1
+	for i, fs := range got {
+		if len(fs) == 0 || len(fs) > bound {
+			t.Fatalf("member %d: %d online_stats for %d joins over %s, want 1 to %d", i, len(fs), storm, advanced, bound)
 		}
-		for j := 1; j < len(got); j++ {
-			if got[j].stats(t).OnlineCount <= got[j-1].stats(t).OnlineCount {
-				t.Fatalf("member %d: counts out of order: %s", i, describe(t, got))
+		for j := 1; j < len(fs); j++ {
+			prev, cur := fs[j-1], fs[j]
+			if cur.st.OnlineCount <= prev.st.OnlineCount {
+				t.Fatalf("member %d: counts out of order: frame %d has %d online after %d", i, j, cur.st.OnlineCount, prev.st.OnlineCount)
+			}
+			if gap, want := cur.at.Sub(prev.at), pushWindow(prev.st.SessionCount); gap < want {
+				t.Fatalf("member %d: frame %d came %s after the one with %d sessions, want at least %s", i, j, gap, prev.st.SessionCount, want)
 			}
 		}
-		if last := got[len(got)-1].stats(t); last.OnlineCount != storm+3 || last.SessionCount != storm+3 {
+		if last := fs[len(fs)-1].st; last.OnlineCount != storm+3 || last.SessionCount != storm+3 {
 			t.Fatalf("member %d: last online_stats %+v, want %d online and sessions", i, last, storm+3)
 		}
-		t.Logf("member %d: %d joins -> %d frames (%s)", i, storm, len(got), describe(t, got))
+		counts := make([]int64, len(fs))
+		for j, f := range fs {
+			counts[j] = f.st.OnlineCount
+		}
+		t.Logf("member %d: %d joins over %s -> %d frames %v", i, storm, advanced, len(fs), counts)
 	}
+}
+
+// The window a push opens grows with the room's session_count: in a room of up to 50 sessions
+// it is a twentieth of STATS_PUSH_INTERVAL, so joins that come one after another reach the
+// members that soon; in a room of 1,000 sessions or more it is the whole interval.
+func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
+	r := newCoalesceRig(t)
+	members := []*wsClient{r.member(t, r.a, 1), r.member(t, r.b, 2)}
+	r.fence(t, members...)
+	expect := func(what string, online ...int64) {
+		t.Helper()
+		for i, fs := range r.fence(t, members...) {
+			if len(fs) != len(online) {
+				t.Fatalf("member %d: %s %s, want online counts %v", i, what, describe(t, fs), online)
+			}
+			for j, f := range fs {
+				if f.stats(t).OnlineCount != online[j] {
+					t.Fatalf("member %d: %s %s, want online counts %v", i, what, describe(t, fs), online)
+				}
+			}
+		}
+	}
+	small := window / 20
+	r.join(t)
+	expect("a join in a quiet room of 3:", 3)
+	r.join(t)
+	expect("a join right after the push:")
+	r.clock.Advance(small - time.Millisecond)
+	expect("before the small room's window ended:")
+	r.clock.Advance(time.Millisecond)
+	expect("when the small room's window ended:", 4)
+	r.clock.Advance(small)
+	r.join(t)
+	expect("a join a small window after the last push:", 5)
+
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 250 {
+				r.join(t)
+			}
+		})
+	}
+	wg.Wait()
+	expect("1,000 joins within the window:")
+	r.clock.Advance(window)
+	expect("after 1,000 joins, at the end of the window:", 1005)
+	r.join(t)
+	expect("a join right after the push in a room of 1,005:")
+	r.clock.Advance(window / 2)
+	expect("half a window after it:")
+	r.clock.Advance(window / 2)
+	expect("at the end of the whole window:", 1006)
 }
 
 func describe(t *testing.T, fs []frame) string {

@@ -91,6 +91,10 @@ type presenceOpts struct {
 	// rec, when set, is the history of another server on the same prefix, whose outbox consumer
 	// fills it with the events of both (an outbox entry is deleted once written).
 	rec *presenceRecorder
+	// resumeWindow is RESUME_WINDOW (default 0: a shutdown ends the sessions).
+	resumeWindow time.Duration
+	// history, when set, answers rooms not cached while Redis is down (storage.HistoryCounts).
+	history handlers.HistoryCounts
 }
 
 // presenceServer is one instance: a hub on Redis behind a test HTTP server.
@@ -133,13 +137,11 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	if o.clock != nil {
 		now, afterFunc = o.clock.Now, o.clock.AfterFunc
 	}
-	rdb, err := storage.OpenRedis(context.Background(), o.redisURL)
+	// Fail fast while Redis is down, as production settings would within the store's 2 s bound.
+	rdb, err := storage.OpenRedis(context.Background(), storagetest.WithRedisOptions(o.redisURL, "max_retries=-1&dial_timeout=200ms"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fail fast while Redis is down, as production settings would within the store's 2 s bound.
-	rdb.Options().MaxRetries = 0
-	rdb.Options().DialTimeout = 200 * time.Millisecond
 	store := storage.NewPresence(rdb, storage.PresenceOptions{KeyPrefix: o.prefix, TTL: o.ttl})
 	rec := o.rec
 	var outbox *storage.Outbox
@@ -172,6 +174,8 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 		StatsPushInterval: o.pushInterval, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
 		SendBuffer: o.sendBuffer, WriteWait: time.Second, Limits: limits, Now: now, AfterFunc: afterFunc,
+		ResumeWindow: o.resumeWindow,
+		History:      o.history,
 	})
 	router := handlers.NewRouter(handlers.RouterConfig{
 		Logger: discardLogger(), Registry: reg, Features: []handlers.Feature{hub}, TrustedProxies: o.trusted,

@@ -284,7 +284,9 @@ func TestRoomStatsREST(t *testing.T) {
 	if code := s.getJSON(t, "/api/rooms/"+room.String()+"/stats", tok, &second); code != http.StatusOK {
 		t.Fatalf("status %d", code)
 	}
-	if first != second {
+	// The counts agree; the timestamp may be newer (a heartbeat of the room between the reads
+	// refreshes the cached entry with the same counts).
+	if first.RoomID != second.RoomID || first.OnlineCount != second.OnlineCount || first.SessionCount != second.SessionCount || first.Degraded != second.Degraded {
 		t.Errorf("two reads differ: %+v then %+v", first, second)
 	}
 	if got := s.metric(t, "presence_stats_cache_hits_total") - hits; got != 1 {
@@ -513,7 +515,8 @@ func TestWSSilentClientTimesOut(t *testing.T) {
 }
 
 // Updates are coalesced per room: a burst of changes reaches a member as at most one
-// online_stats per STATS_PUSH_INTERVAL (50 ms here), and the last one has the final count.
+// online_stats per smallest window (STATS_PUSH_INTERVAL / 20: 2.5 ms here; the window grows with
+// the room, ws_coalesce_test.go), and the last one has the final count.
 func TestWSStatsCoalesced(t *testing.T) {
 	s := newPresenceServer(t, presenceOpts{})
 	room := uuid.New()
@@ -541,8 +544,9 @@ func TestWSStatsCoalesced(t *testing.T) {
 		return f.stats(t).OnlineCount == burst+1
 	})
 	elapsed := time.Since(start)
-	// One push per started interval, plus the leading one.
-	if most := int(elapsed/(50*time.Millisecond)) + 2; frames > most {
+	// No two pushes closer than the smallest window (a twentieth of the 50 ms interval), plus
+	// the leading one.
+	if most := int(elapsed/(50*time.Millisecond/20)) + 2; frames > most {
 		t.Errorf("%d online_stats frames for %d changes in %s, want at most %d", frames, burst, elapsed, most)
 	}
 	t.Logf("%d changes -> %d frames in %s", burst, frames, elapsed)

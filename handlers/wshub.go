@@ -28,6 +28,9 @@ type PresenceStore interface {
 	Publish(ctx context.Context, room uuid.UUID, payload []byte) error
 	Ping(ctx context.Context) error
 	Listen(ctx context.Context, onStats func(presencestats.OnlineStats), onMessage func(room uuid.UUID, payload []byte), onState func(up bool)) error
+	// Detach and Resume carry a session over a rolling restart (wshub_resume.go).
+	Detach(ctx context.Context, room, session uuid.UUID, window time.Duration, reason string) (bool, error)
+	Resume(ctx context.Context, s presencestats.Session) (connectedAt time.Time, stats presencestats.OnlineStats, resumed bool, err error)
 }
 
 // HubConfig is what the real-time presence feature needs; cmd fills it from Config.
@@ -36,16 +39,23 @@ type HubConfig struct {
 	Auth     *TokenAuthority
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
+	// History answers rooms this instance has no count of while Redis is unreachable
+	// (wshub_fallback.go); nil: zero, degraded.
+	History HistoryCounts
 
 	AllowedOrigins         []string // empty: same host only
 	MaxMessageBytes        int
 	PresenceTTL            time.Duration
-	StatsPushInterval      time.Duration
+	StatsPushInterval      time.Duration // the longest push window, of rooms of 1,000 sessions (pushWindow)
 	StatsCacheTTL          time.Duration
 	HeartbeatEventInterval time.Duration
 	ChatRatePerSecond      float64
 	ChatBurst              int
 	SendBuffer             int
+	// ResumeWindow (RESUME_WINDOW) is how long a session this instance's shutdown detaches waits
+	// for its client to resume it on another instance (wshub_resume.go); 0: no resume, a
+	// shutdown ends every session.
+	ResumeWindow time.Duration
 	// Limits bounds connections per user, per instance and per address (limits.go); nil: none.
 	Limits *ConnLimits
 	// WriteWait bounds one frame write; a client that reads nothing is cut after it. Default 5s.
@@ -73,13 +83,19 @@ type Hub struct {
 	conns    sync.WaitGroup
 	resyncMu sync.Mutex
 
-	cacheMu sync.RWMutex
-	cache   map[uuid.UUID]cachedStats
+	heldFrames sync.Pool // buffers of frames held back by connections (batchedConn)
+
+	cacheMu  sync.RWMutex
+	cache    map[uuid.UUID]cachedStats
+	fallback *historyFallback // the history's answers while Redis is unreachable
 
 	up         atomic.Bool // Redis reachable as far as we know
 	subscribed atomic.Bool // the subscription to the rooms' channels was established once
 	bgCancel   context.CancelFunc
 	bgDone     sync.WaitGroup
+	hbCancel   context.CancelFunc // the heartbeat loop, stopped first by a shutdown that detaches
+	hbDone     sync.WaitGroup
+	resumes    *resumeMetrics
 }
 
 type cachedStats struct {
@@ -92,8 +108,9 @@ type localRoom struct {
 	members  map[*wsConn]struct{}
 	last     presencestats.OnlineStats // newest counts seen
 	hasLast  bool
-	lastPush time.Time // start of the current coalescing window (the last push)
-	pending  bool      // the window has changes: a trailing push of last is scheduled at its end
+	lastPush time.Time     // start of the current coalescing window (the last push)
+	window   time.Duration // its length: pushWindow of the counts it pushed
+	pending  bool          // the window has changes: a trailing push of last is scheduled at its end
 }
 
 // wsConn is one WebSocket session.
@@ -122,6 +139,10 @@ type wsConn struct {
 	reason      string // why it ended, when not "closed"
 	lastHBEvent time.Time
 	counted     bool // onConnect registered it (h.conns, members)
+	// resumed says the session was taken over from a shut-down instance before the upgrade
+	// (wshub_resume.go), with resumedStats its room's counts then; set before onConnect.
+	resumed      bool
+	resumedStats presencestats.OnlineStats
 
 	// welcomed (guarded by h.mu) says its snapshot was sent: until then it gets no room pushes
 	// or chat, so that its first frames are welcome and a snapshot that counts it.
@@ -182,6 +203,8 @@ func NewHub(cfg HubConfig) *Hub {
 	h := &Hub{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, metrics: newHubMetrics(cfg.Registry),
 		rooms: map[uuid.UUID]*localRoom{}, cache: map[uuid.UUID]cachedStats{},
+		resumes:  newResumeMetrics(cfg.Registry),
+		fallback: newHistoryFallback(cfg.Registry),
 	}
 	h.up.Store(true)
 	m := melody.New()
@@ -220,14 +243,17 @@ func NewHub(cfg HubConfig) *Hub {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	h.bgCancel = cancel
-	h.bgDone.Add(2)
+	h.bgDone.Add(1)
 	go func() {
 		defer h.bgDone.Done()
 		_ = cfg.Store.Listen(ctx, h.onStats, h.onChat, h.onStoreState)
 	}()
+	hbCtx, hbCancel := context.WithCancel(ctx)
+	h.hbCancel = hbCancel
+	h.hbDone.Add(1)
 	go func() {
-		defer h.bgDone.Done()
-		h.heartbeatLoop(ctx)
+		defer h.hbDone.Done()
+		h.heartbeatLoop(hbCtx)
 	}()
 	return h
 }
@@ -271,9 +297,11 @@ func (h *Hub) markDown(err error) {
 	}
 }
 
-// Close ends every session of this instance (reason server_shutdown: each leaves Redis and is
-// recorded), closes the WebSockets with 1001, and stops the hub's background work. Run it after
-// the HTTP server has stopped and before the event recorder and Redis are closed.
+// Close ends every session of this instance and closes the WebSockets, then stops the hub's
+// background work. With RESUME_WINDOW it detaches the sessions, for their clients to resume on
+// another instance, and closes with 1012 (wshub_resume.go); without, each leaves Redis (reason
+// server_shutdown, recorded) and the close is 1001. Run it after the HTTP server has stopped and
+// before the event recorder and Redis are closed.
 func (h *Hub) Close(ctx context.Context) {
 	h.mu.Lock()
 	if h.closing {
@@ -283,6 +311,7 @@ func (h *Hub) Close(ctx context.Context) {
 	h.closing = true
 	live := h.liveLocked()
 	h.mu.Unlock()
+	end, closeMsg := h.shutdownEnding(ctx)
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, c := range live {
@@ -297,12 +326,12 @@ func (h *Hub) Close(ctx context.Context) {
 			defer c.stateMu.Unlock()
 			if !c.left {
 				c.left = true
-				h.leaveLocked(c, presencestats.ReasonServerShutdown)
+				end(c)
 			}
 		}()
 	}
 	wg.Wait()
-	_ = h.m.CloseWithMsg(melody.FormatCloseMessage(melody.CloseGoingAway, "server shutdown"))
+	_ = h.m.CloseWithMsg(closeMsg)
 	done := make(chan struct{})
 	go func() { h.conns.Wait(); close(done) }()
 	select {
@@ -312,5 +341,6 @@ func (h *Hub) Close(ctx context.Context) {
 	}
 	h.bgCancel()
 	h.bgDone.Wait()
+	h.hbDone.Wait()
 	h.log.Info("presence hub closed", "sessions", len(live))
 }

@@ -22,16 +22,6 @@ func (h *Hub) cachePut(st presencestats.OnlineStats) {
 	h.cache[st.RoomID] = cachedStats{st: st, at: now}
 }
 
-func (h *Hub) cachedOrZero(room uuid.UUID) presencestats.OnlineStats {
-	h.cacheMu.RLock()
-	e, ok := h.cache[room]
-	h.cacheMu.RUnlock()
-	if !ok {
-		return presencestats.OnlineStats{RoomID: room, Timestamp: h.now().UTC()}
-	}
-	return e.st
-}
-
 // CachedStats returns the counts of room from the cache when they are fresh (confirmed by the
 // room's channel or Redis within STATS_CACHE_TTL, with Redis up).
 func (h *Hub) CachedStats(room uuid.UUID) (presencestats.OnlineStats, bool) {
@@ -45,14 +35,15 @@ func (h *Hub) CachedStats(room uuid.UUID) (presencestats.OnlineStats, bool) {
 }
 
 // Stats returns the counts of rooms: from the cache when fresh, else from Redis in one round
-// trip. While Redis is down it answers the last known counts (zero for an unknown room) with
-// Degraded set; it does not fail.
+// trip (source "redis"). While Redis is down every answer is Degraded (degradedStats): the last
+// known counts, or the history's for a room never seen; it does not fail.
 func (h *Hub) Stats(ctx context.Context, rooms []uuid.UUID) []presencestats.OnlineStats {
 	out := make([]presencestats.OnlineStats, len(rooms))
 	var miss []int
 	for i, room := range rooms {
 		if st, ok := h.CachedStats(room); ok {
 			out[i] = st
+			out[i].Source = presencestats.SourceRedis
 			h.metrics.cacheHits.Inc()
 			continue
 		}
@@ -74,6 +65,7 @@ func (h *Hub) Stats(ctx context.Context, rooms []uuid.UUID) []presencestats.Onli
 			for j, i := range miss {
 				h.cachePut(got[j])
 				out[i] = got[j]
+				out[i].Source = presencestats.SourceRedis
 			}
 			return out
 		}
@@ -81,9 +73,12 @@ func (h *Hub) Stats(ctx context.Context, rooms []uuid.UUID) []presencestats.Onli
 			h.markDown(err)
 		}
 	}
-	for _, i := range miss {
-		out[i] = h.cachedOrZero(rooms[i])
-		out[i].Degraded = true
+	ids := make([]uuid.UUID, len(miss))
+	for j, i := range miss {
+		ids[j] = rooms[i]
+	}
+	for j, st := range h.degradedStats(ctx, ids) {
+		out[miss[j]] = st
 	}
 	return out
 }

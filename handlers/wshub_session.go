@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 
+	"github.com/google/uuid"
 	"github.com/olahol/melody"
 
 	"presencestats"
@@ -51,7 +52,7 @@ func (h *Hub) onConnect(s *melody.Session) {
 // of its room's counts (degraded ones when Redis is down: it is registered when Redis is back).
 func (h *Hub) welcome(c *wsConn) {
 	c.send(mustFrame(TypeWelcome, WelcomeData{
-		SessionID: c.id, RoomID: c.room, UserID: c.user,
+		SessionID: c.id, RoomID: c.room, UserID: c.user, Resumed: c.resumed,
 		HeartbeatIntervalMS: h.heartbeatInterval().Milliseconds(), MaxMessageBytes: h.cfg.MaxMessageBytes,
 	}))
 	c.stateMu.Lock()
@@ -59,12 +60,18 @@ func (h *Hub) welcome(c *wsConn) {
 		c.stateMu.Unlock()
 		return
 	}
-	joined, ok := h.joinLocked(c, false)
+	var joined presencestats.OnlineStats
+	ok := true
+	if c.resumed {
+		// Registered by the resume before the upgrade, which changed no count: nothing to push.
+		joined = c.resumedStats
+	} else {
+		joined, ok = h.joinLocked(c, false)
+	}
 	c.stateMu.Unlock()
 	snapshot := joined
 	if !ok {
-		snapshot = h.cachedOrZero(c.room)
-		snapshot.Degraded = true
+		snapshot = h.degradedStats(context.Background(), []uuid.UUID{c.room})[0]
 	}
 	// Pushes made while it joined skipped it: it gets the newest counts of its room, which its
 	// join is part of, and from now on every push.
@@ -75,7 +82,7 @@ func (h *Hub) welcome(c *wsConn) {
 	c.welcomed = true
 	c.send(StatsFrame(snapshot))
 	h.mu.Unlock()
-	if ok {
+	if ok && !c.resumed {
 		h.applyStats(joined)
 	}
 }
@@ -117,6 +124,11 @@ func (h *Hub) register(c *wsConn, expired bool) (presencestats.OnlineStats, bool
 		h.metrics.joins.Inc()
 	} else {
 		h.metrics.rejoins.Inc()
+		if ev.Type == presencestats.EventConnected {
+			// Recorded as a new connection (it had been expired): later registrations carry
+			// this connection's time.
+			c.connectedAt = ev.TS
+		}
 	}
 	return st, true
 }

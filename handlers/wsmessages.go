@@ -19,10 +19,13 @@ import (
 //
 //	welcome       first frame after the upgrade: the session's ids and the client's duties
 //	              (heartbeat_interval_ms: send {"type":"ping"} at least this often when the
-//	              WebSocket library does not answer server pings by itself; max_message_bytes)
+//	              WebSocket library does not answer server pings by itself; max_message_bytes),
+//	              and resumed (the session named by ?resume= was resumed, see below)
 //	online_stats  the room's counts (presencestats.OnlineStats): once right after joining (the
 //	              snapshot, which counts the joiner: no push or chat reaches a session before
-//	              it) and after every change, coalesced to one per STATS_PUSH_INTERVAL
+//	              it) and after every change, coalesced per room (the first change after a
+//	              quiet window at once; a window grows with the room up to
+//	              STATS_PUSH_INTERVAL: wshub_push.go)
 //	message       a chat message relayed to everyone in the room, on every instance
 //	pong          the answer to {"type":"ping"}
 //	error         a bad frame (the connection stays open): data.code is one of the Code* below
@@ -32,8 +35,19 @@ import (
 //	{"type":"message","text":"..."}   chat (frame at most MAX_MESSAGE_BYTES, rate-limited)
 //	{"type":"ping"}                   application heartbeat; WebSocket pongs count as well
 //
-// Close codes the server uses: 1000 normal, 1001 server shutdown, 1008 slow consumer (its send
-// buffer of WS_SEND_BUFFER frames overflowed), 1009 frame above 4 x MAX_MESSAGE_BYTES.
+// Close codes the server uses: 1000 normal, 1001 server shutdown (RESUME_WINDOW 0: the session
+// ended), 1008 slow consumer (its send buffer of WS_SEND_BUFFER frames overflowed), 1009 frame
+// above 4 x MAX_MESSAGE_BYTES, 1012 service restart (CloseServiceRestart: the instance is
+// stopping and kept the session for RESUME_WINDOW).
+//
+// Resume (wshub_resume.go): after a 1012 close, reconnect, to any instance, to the same room with
+// ?resume=<session_id of the welcome frame> (beside access_token) within RESUME_WINDOW. The
+// welcome frame then has "resumed": true and the same session_id: the session goes on, with no
+// disconnected/connected pair and no change of the counts. A resume that cannot be honoured (the
+// window passed, the session is someone else's or was resumed already, another room, resume off)
+// is a new session ("resumed": false, a new session_id), never an error; a resume that is not a
+// UUID is a 400. A client may send resume on every reconnect: after a plain network drop the old
+// session is still held by its instance, so it is a new session and the old one times out.
 const (
 	TypeWelcome     = "welcome"
 	TypeOnlineStats = "online_stats"
@@ -66,6 +80,10 @@ type WelcomeData struct {
 	UserID              uuid.UUID `json:"user_id"`
 	HeartbeatIntervalMS int64     `json:"heartbeat_interval_ms"`
 	MaxMessageBytes     int       `json:"max_message_bytes"`
+	// Resumed is true when the connection resumed the session named by ?resume= (the session of a
+	// socket a restarting instance closed with 1012): same session_id, nothing recorded, no count
+	// changed. False: a new session (session_id is new), whatever ?resume= said.
+	Resumed bool `json:"resumed"`
 }
 
 // ChatMessage is the data of a message frame, and what instances relay to each other.

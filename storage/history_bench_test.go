@@ -2,7 +2,6 @@ package storage_test
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -16,9 +15,9 @@ import (
 
 // History benchmarks (no timed assertions; figures in docs/benchmarks.md):
 //
-//	dev/services.sh test go test -run '^$' -bench 'BenchmarkCollector|BenchmarkHistory' -benchtime 1x -timeout 30m ./storage/
+//	dev/services.sh test go test -run '^$' -bench 'BenchmarkHistory' -benchtime 1x -timeout 30m ./storage/
 //
-// BenchmarkCollectorRecord uses -benchtime as usual (e.g. -benchtime 200000x).
+// The outbox consumer's throughput (stream to database) is BenchmarkOutboxConsumer.
 
 func benchEvents(n int, rooms int, start time.Time) []presencestats.PresenceEvent {
 	roomIDs := make([]uuid.UUID, rooms)
@@ -36,77 +35,33 @@ func benchEvents(n int, rooms int, start time.Time) []presencestats.PresenceEven
 	return evs
 }
 
-// BenchmarkCollectorRecord: the latency of Record, the real-time path's only cost, while the
-// writer sends batches to the database in the background.
-func BenchmarkCollectorRecord(b *testing.B) {
-	pool := storagetest.SharedDatabase(b)
-	c := startCollector(b, pool, func(cfg *storage.CollectorConfig) {
-		cfg.BatchSize, cfg.FlushInterval, cfg.Buffer = 1000, time.Second, max(b.N+1, 10000)
-	})
-	b.Logf("engine: %s", storagetest.Engine(context.Background(), pool))
-	evs := benchEvents(b.N, 100, time.Now())
-	lat := make([]time.Duration, b.N)
-	b.ResetTimer()
-	for i := range b.N {
-		t0 := time.Now()
-		if err := c.Record(evs[i]); err != nil {
-			b.Fatal(err)
-		}
-		lat[i] = time.Since(t0)
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
-	b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
-}
-
-// BenchmarkHistoryInsert: the same events written one row per INSERT and in batches of 1000 in
-// the same run, and the sustained rate of the collector end to end (Record until written).
+// BenchmarkHistoryInsert: the same kind of events written one row per INSERT and in batches of
+// 1000 (the collector's EVENT_BATCH_SIZE) in the same run.
 func BenchmarkHistoryInsert(b *testing.B) {
 	ctx := context.Background()
 	pool := storagetest.NewDatabase(b)
-	c := startCollector(b, pool, func(cfg *storage.CollectorConfig) {
-		cfg.BatchSize, cfg.FlushInterval, cfg.Buffer = 1000, 50*time.Millisecond, 1<<20
-	})
+	single := newCollector(b, pool, func(cfg *storage.CollectorConfig) { cfg.BatchSize = 1 })
+	batches := newCollector(b, pool, func(cfg *storage.CollectorConfig) { cfg.BatchSize = 1000 })
 	b.Logf("engine: %s", storagetest.Engine(ctx, pool))
-	const single, batched, sustained = 2000, 20000, 100000
+	const oneRowEvents, batchedEvents = 2000, 20000
 	for range b.N {
-		evs := benchEvents(single, 100, time.Now().Add(-time.Hour))
+		evs := benchEvents(oneRowEvents, 100, time.Now().Add(-time.Hour))
 		t0 := time.Now()
-		for i := range evs {
-			if err := c.WriteBatch(ctx, evs[i:i+1]); err != nil {
-				b.Fatal(err)
-			}
+		if err := single.WriteEvents(ctx, evs); err != nil {
+			b.Fatal(err)
 		}
-		oneRow := time.Since(t0) / single
+		oneRow := time.Since(t0) / oneRowEvents
 
-		evs = benchEvents(batched, 100, time.Now().Add(-2*time.Hour))
+		evs = benchEvents(batchedEvents, 100, time.Now().Add(-2*time.Hour))
 		t0 = time.Now()
-		for i := 0; i < len(evs); i += 1000 {
-			if err := c.WriteBatch(ctx, evs[i:i+1000]); err != nil {
-				b.Fatal(err)
-			}
+		if err := batches.WriteEvents(ctx, evs); err != nil {
+			b.Fatal(err)
 		}
-		perBatched := time.Since(t0) / batched
-
-		evs = benchEvents(sustained, 100, time.Now().Add(-3*time.Hour))
-		before := c.Counts().Written
-		t0 = time.Now()
-		for _, e := range evs {
-			if err := c.Record(e); err != nil {
-				b.Fatal(err)
-			}
-		}
-		waitFor(b, 5*time.Minute, "sustained events written", func() (bool, error) {
-			return c.Counts().Written-before >= sustained, nil
-		})
-		rate := float64(sustained) / time.Since(t0).Seconds()
+		perBatched := time.Since(t0) / batchedEvents
 
 		b.ReportMetric(float64(oneRow.Microseconds()), "one-row-us/event")
 		b.ReportMetric(float64(perBatched.Nanoseconds())/1000, "batched-us/event")
 		b.ReportMetric(float64(oneRow)/float64(perBatched), "batch-speedup-x")
-		b.ReportMetric(rate, "sustained-events/s")
 	}
 }
 

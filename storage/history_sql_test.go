@@ -45,11 +45,8 @@ func recordHourOfUsers(tb testing.TB, pool *pgxpool.Pool, h time.Time, n int) uu
 		}
 		events[i].OnlineAfter = online
 	}
-	c := startCollector(tb, pool, nil)
-	for _, e := range events {
-		if err := c.Record(e); err != nil {
-			tb.Fatal(err)
-		}
+	if err := newCollector(tb, pool, nil).WriteEvents(context.Background(), events); err != nil {
+		tb.Fatal(err)
 	}
 	waitRoomEvents(tb, pool, room, len(events), 10*time.Second)
 	return room

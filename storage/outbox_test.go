@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,7 +148,7 @@ func TestOutboxAcksAfterCommit(t *testing.T) {
 func TestOutboxRedeliveryAndClaimDoNotDouble(t *testing.T) {
 	ctx := context.Background()
 	pool := storagetest.SharedDatabase(t)
-	c := startCollector(t, pool, nil)
+	c := newCollector(t, pool, nil)
 	p, rdb := newPresence(t, time.Minute)
 	prefix := p.KeyPrefix()
 	room := uuid.New()
@@ -223,5 +224,98 @@ func TestOutboxBoundDropsAreCounted(t *testing.T) {
 	waitUntil(t, 10*time.Second, "the entries left written", func() bool { return int64(len(w.events())) == left })
 	if got := o.Counts().Dropped; got != dropped {
 		t.Errorf("outbox counts %d dropped, want %d", got, dropped)
+	}
+}
+
+// Entries that cannot be read as events (not the format, a field that does not parse, an event
+// that could never be stored) are acknowledged and counted, never written, and do not hold up the
+// events around them.
+func TestOutboxSkipsUnreadableEntries(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newPresence(t, time.Minute)
+	prefix := p.KeyPrefix()
+	room := uuid.New()
+	key := storage.OutboxStreamKey(prefix, room)
+	entry := func(roomID, base string) string {
+		us := time.Now().UnixMicro()
+		return fmt.Sprintf("1|connected|%s|0|%d|%s|%s|%s|1|1|%d||test||agent", base, us, roomID, uuid.NewString(), uuid.NewString(), us)
+	}
+	bad := []map[string]any{
+		{"e": "garbage"},
+		{"x": entry(room.String(), uuid.NewString())},     // no "e" field
+		{"e": entry(room.String(), "not-a-uuid")},         // a field that does not parse
+		{"e": entry(uuid.Nil.String(), uuid.NewString())}, // no room: could never be stored
+	}
+	for i := range 3 {
+		if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New()}, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: bad[i]}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: bad[3]}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	w := &flakyWriter{}
+	o := startOutbox(t, rdb, w, prefix, time.Minute)
+	waitUntil(t, 10*time.Second, "every entry acknowledged and deleted", func() bool {
+		n, pending := streamState(t, rdb, prefix, room)
+		return n == 0 && pending == 0
+	})
+	if got := len(w.events()); got != 3 {
+		t.Errorf("events written: got %d, want the 3 joins", got)
+	}
+	if got := o.Counts().Bad; got != int64(len(bad)) {
+		t.Errorf("unreadable entries counted: got %d, want %d", got, len(bad))
+	}
+}
+
+// Events the database rejects as invalid data (here a trigger refuses one user agent) are
+// dropped and counted alone: the rest of their read is stored and every entry is acknowledged,
+// so a bad event never blocks the outbox.
+func TestOutboxRejectedEventsDoNotBlock(t *testing.T) {
+	ctx := context.Background()
+	pool := storagetest.NewDatabase(t) // its own: the trigger must not reach other tests
+	if _, err := pool.Exec(ctx, `
+CREATE FUNCTION test_refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.user_agent = 'poison' THEN
+        RAISE EXCEPTION 'poisoned event' USING ERRCODE = '22023';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_refuse_poison BEFORE INSERT ON presence_events
+    FOR EACH ROW EXECUTE FUNCTION test_refuse_poison();`); err != nil {
+		t.Fatal(err)
+	}
+	p, rdb := newPresence(t, time.Minute)
+	prefix := p.KeyPrefix()
+	room := uuid.New()
+	const n = 37
+	for i := range n {
+		agent := "fine"
+		if i == 5 || i == 30 {
+			agent = "poison"
+		}
+		if _, _, err := p.Join(ctx, presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New(), UserAgent: agent}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCollector(t, pool, nil)
+	startOutbox(t, rdb, c, prefix, time.Minute)
+	waitUntil(t, 30*time.Second, "every entry acknowledged and deleted", func() bool {
+		n, pending := streamState(t, rdb, prefix, room)
+		return n == 0 && pending == 0
+	})
+	if got := c.Counts().Dropped; got != 2 {
+		t.Fatalf("dropped: got %d, want the 2 poisoned events", got)
+	}
+	var stored, poisoned int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE user_agent = 'poison') FROM presence_events WHERE room_id = $1`, room).Scan(&stored, &poisoned); err != nil {
+		t.Fatal(err)
+	}
+	if stored != n-2 || poisoned != 0 {
+		t.Fatalf("stored %d events (%d poisoned), want %d and none", stored, poisoned, n-2)
 	}
 }

@@ -41,16 +41,25 @@ type PresenceOptions struct {
 	// OutboxMaxEvents bounds the outbox streams (OUTBOX_MAX_EVENTS, all shards together): past it
 	// the oldest events are dropped, and counted (see outbox.lua). 0: unbounded.
 	OutboxMaxEvents int64
-	Logger          *slog.Logger
+	// WaitReplicas (REDIS_WAIT_REPLICAS) > 0: every presence script is followed by WAIT on the
+	// same connection, for WaitReplicas replicas or as many as the master has connected (fewer
+	// after a failover, until the old master is back as a replica), and a change they do not all
+	// confirm within WaitTimeout (default 250ms) is reported as an outcome unknown (an error
+	// wrapping context.DeadlineExceeded), which callers already handle as a lost reply. Redis
+	// replication is asynchronous: without it a change a master acknowledged just before it died
+	// can be missing on the replica that takes over (docs/operations.md, Redis Cluster).
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	Logger       *slog.Logger
 }
 
 // Presence is the live presence of rooms in Redis: which sessions are open, by which users, and
 // the counts derived from them. Every change goes through one Lua script (storage/lua) so that it
 // is atomic, returns the new counts and the online delta in one round trip, carries the time of
-// Redis (TIME) as its timestamp, and publishes the room's new counts on the room's channel in the
-// same step, and appends the event it made to the shard's outbox stream, which the collectors
-// of every instance write to the history (Outbox): an event exists exactly when Redis applied
-// its change, whichever process dies when. The key layout is in rediskeys.go.
+// Redis (TIME) as its timestamp, publishes the room's new counts on its shard's sharded channel
+// in the same step (presence_updates.go), and appends the event it made to the shard's outbox
+// stream, which the collectors of every instance write to the history (Outbox): an event exists
+// exactly when Redis applied its change, whichever process dies when. The key layout is in rediskeys.go.
 //
 // Errors talking to Redis are returned as EUNAVAILABLE.
 type Presence struct {
@@ -60,8 +69,12 @@ type Presence struct {
 	instance string
 	log      *slog.Logger
 	bound    int64 // MAXLEN of each shard's stream; 0: none
+	waitN    int   // WAIT this many replicas after each script; 0: none
+	waitMS   int64
+	replicas replicaCache // connected replicas per master, for WAIT (presence_replicas.go)
 
 	join, leave, touch, expire, counts *redis.Script
+	detach, resume                     *redis.Script // presence_resume.go
 }
 
 // NewPresence returns a store over rdb.
@@ -72,12 +85,16 @@ func NewPresence(rdb redis.UniversalClient, opt PresenceOptions) *Presence {
 	if opt.InstanceID == "" {
 		opt.InstanceID = uuid.NewString()
 	}
+	if opt.WaitTimeout <= 0 {
+		opt.WaitTimeout = 250 * time.Millisecond
+	}
 	return &Presence{
 		rdb: rdb, keys: redisKeys{prefix: opt.KeyPrefix}, ttl: opt.TTL, instance: opt.InstanceID, log: opt.Logger,
-		bound: outboxShardBound(opt.OutboxMaxEvents),
-		join:  mustScript("join.lua", "clock.lua", "outbox.lua"), leave: mustScript("leave.lua", "clock.lua", "outbox.lua"),
+		bound: outboxShardBound(opt.OutboxMaxEvents), waitN: opt.WaitReplicas, waitMS: opt.WaitTimeout.Milliseconds(),
+		join: mustScript("join.lua", "clock.lua", "outbox.lua"), leave: mustScript("leave.lua", "clock.lua", "outbox.lua"),
 		touch: mustScript("touch.lua", "clock.lua", "outbox.lua"), expire: mustScript("expire.lua", "clock.lua", "outbox.lua"),
 		counts: mustScript("counts.lua"),
+		detach: mustScript("detach.lua"), resume: mustScript("resume.lua"),
 	}
 }
 
@@ -92,7 +109,7 @@ func outboxShardBound(total int64) int64 {
 // scriptArgs returns the arguments every presence script takes first (outbox.lua), then extra.
 // The event id base is new for each call: the events of one call are base + 0, base + 1, ...
 func (p *Presence) scriptArgs(room uuid.UUID, base uuid.UUID, extra ...any) []any {
-	return append([]any{p.bound, base.String(), p.instance, room.String(), p.keys.channel(room)}, extra...)
+	return append([]any{p.bound, base.String(), p.instance, room.String(), p.keys.roomUpdates(room)}, extra...)
 }
 
 // TTL returns PRESENCE_TTL.
@@ -108,12 +125,19 @@ func unavailable(doing string, err error) error {
 // run executes script with EVALSHA (one round trip). When Redis has lost its script cache
 // (NOSCRIPT: a restart) it loads the script and retries.
 func (p *Presence) run(ctx context.Context, s *redis.Script, keys []string, args []any) ([]any, error) {
-	cmd := s.EvalSha(ctx, p.rdb, keys, args...)
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+	eval := func() (*redis.Cmd, error) { return s.EvalSha(ctx, p.rdb, keys, args...), nil }
+	if p.waitN > 0 {
+		eval = func() (*redis.Cmd, error) { return p.evalAndWait(ctx, s, keys, args) }
+	}
+	cmd, err := eval()
+	if err == nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 		if err := s.Load(ctx, p.rdb).Err(); err != nil {
 			return nil, err
 		}
-		cmd = s.EvalSha(ctx, p.rdb, keys, args...)
+		cmd, err = eval()
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := cmd.Err(); err != nil {
 		return nil, err
@@ -189,13 +213,18 @@ func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 // and the session new in Redis, its connected event is appended to the outbox in the same step
 // (see Outbox): set it for a session not registered before (s.ConnectedAt zero) and for one that
 // a sweeper expired (its timeout event is recorded); not for one registered again after Redis
-// lost it, whose connection is recorded already. The returned event is that connected event
-// (TS, OnlineAfter, OnlineDelta; EventID as in the outbox), for the caller's information.
+// lost it, whose connection is recorded already; but a session a sweeper expired meanwhile (its
+// timeout event is recorded; the expire script keeps its id for an hour) is recorded as a new
+// connection all the same. The returned event is the connected event recorded (TS, OnlineAfter,
+// OnlineDelta; EventID as in the outbox), for the caller's information; Type heartbeat when none was.
 // When the session was already in the room nothing changed but its deadline and nothing is
 // recorded: the event then has Type heartbeat and OnlineDelta 0; except for a caller that has
 // not seen its connection yet (s.ConnectedAt zero), whose reply to an earlier join of the
 // session was lost after Redis applied it (and recorded it): it gets that join's connected event
 // (its time, delta and count).
+// A session a sweeper expired is recorded as a new connection when it joins again, even without
+// record: the caller may not know of the expiry (it re-registers its sessions after an outage
+// longer than PRESENCE_TTL), and the history has its timeout event.
 func (p *Presence) Join(ctx context.Context, s presencestats.Session, record bool) (presencestats.PresenceEvent, presencestats.OnlineStats, error) {
 	var connected int64
 	if !s.ConnectedAt.IsZero() {
@@ -226,6 +255,10 @@ func (p *Presence) Join(ctx context.Context, s presencestats.Session, record boo
 		EventID: base, TS: ts, RoomID: room, UserID: s.UserID, SessionID: s.ID,
 		Type: presencestats.EventConnected, OnlineAfter: int(online), OnlineDelta: int(delta),
 		UserIP: s.UserIP, UserAgent: s.UserAgent,
+	}
+	if existed == 0 && r.int(9) == 0 {
+		// Registered again without a connected event (its connection is in the history already).
+		ev.Type, ev.OnlineDelta = presencestats.EventHeartbeat, 0
 	}
 	if existed == 1 {
 		ev.Type, ev.OnlineDelta = presencestats.EventHeartbeat, 0
@@ -352,9 +385,10 @@ func (p *Presence) Counts(ctx context.Context, rooms ...uuid.UUID) ([]presencest
 }
 
 // Expire removes the sessions of room whose deadline has passed (at most limit of them) and
-// returns one disconnected event (reason timeout) per removed session, in the order of removal
-// (appended to the outbox in the same step), and the room's counts after. Safe with any number
-// of sweepers: a session is removed, and its event made, by exactly one call.
+// returns one disconnected event (reason timeout; a detached session's own, see Detach) per
+// removed session, in the order of removal (appended to the outbox in the same step), and the
+// room's counts after. Safe with any number of sweepers: a session is removed, and its event
+// made, by exactly one call.
 func (p *Presence) Expire(ctx context.Context, room uuid.UUID, limit int) ([]presencestats.PresenceEvent, presencestats.OnlineStats, error) {
 	evs, stats, _, err := p.expireRoom(ctx, room, limit)
 	return evs, stats, err
@@ -371,14 +405,14 @@ func (p *Presence) expireRoom(ctx context.Context, room uuid.UUID, limit int) ([
 	stats := presencestats.OnlineStats{RoomID: room, Timestamp: ts, OnlineCount: r.int(1), SessionCount: r.int(2)}
 	next := r.int(3)
 	var evs []presencestats.PresenceEvent
-	for i := 4; i+5 < len(vals); i += 6 {
+	for i := 4; i+6 < len(vals); i += 7 {
 		// Each expired session's event has a time of its own (the room clock, expire.lua), so that
 		// the count after the last of them is the one the aggregates keep.
 		session, user, connected, at := r.uuid(i), r.uuid(i+1), r.int(i+2), microTime(r.int(i+5))
 		evs = append(evs, presencestats.PresenceEvent{
 			EventID: outboxEventID(base, len(evs)), TS: at, RoomID: room, UserID: user, SessionID: session,
 			Type: presencestats.EventDisconnected, OnlineDelta: int(r.int(i + 3)), OnlineAfter: int(r.int(i + 4)),
-			SessionSeconds: sessionSeconds(connected, at), Reason: presencestats.ReasonTimeout,
+			SessionSeconds: sessionSeconds(connected, at), Reason: r.str(i + 6),
 		})
 	}
 	if r.err != nil {
@@ -427,104 +461,10 @@ func (p *Presence) Sweep(ctx context.Context, limit int) ([]presencestats.Presen
 	return all, nil
 }
 
-// Publish sends a chat message (JSON) to the room's channel, to every instance.
-func (p *Presence) Publish(ctx context.Context, room uuid.UUID, payload []byte) error {
-	msg := make([]byte, 0, len(payload)+2)
-	msg = append(append(msg, 'm', '|'), payload...)
-	if err := p.rdb.Publish(ctx, p.keys.channel(room), msg).Err(); err != nil {
-		return unavailable("publish chat message", err)
-	}
-	return nil
-}
-
 // Ping checks that Redis answers.
 func (p *Presence) Ping(ctx context.Context) error {
 	if err := p.rdb.Ping(ctx).Err(); err != nil {
 		return unavailable("ping redis", err)
 	}
 	return nil
-}
-
-// Listen receives every room's updates until ctx ends: onStats with the counts after each
-// change, onMessage with each chat message's JSON, onState(false) when the subscription is lost
-// and onState(true) each time it is (re)established. While the subscription is down, updates
-// are lost: the caller must treat what it knows as stale until onState(true).
-func (p *Presence) Listen(ctx context.Context, onStats func(presencestats.OnlineStats), onMessage func(room uuid.UUID, payload []byte), onState func(up bool)) error {
-	ps := p.rdb.PSubscribe(ctx)
-	defer ps.Close()
-	if err := ps.PSubscribe(ctx, p.keys.channelPattern()); err != nil && ctx.Err() == nil {
-		onState(false)
-	}
-	prefix := p.keys.channel(uuid.Nil)
-	prefix = prefix[:len(prefix)-len(uuid.Nil.String())]
-	up := false
-	backoff := 50 * time.Millisecond
-	for {
-		msg, err := ps.ReceiveTimeout(ctx, 2*time.Second)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() && up {
-				// Quiet channel: make sure the connection still lives; the pong comes as a message.
-				_ = ps.Ping(ctx)
-				continue
-			}
-			if up {
-				p.log.WarnContext(ctx, "presence subscription lost", "err", err)
-				up = false
-				onState(false)
-			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
-			backoff = min(backoff*2, time.Second)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if !up {
-				up = true
-				onState(true)
-			}
-		case *redis.Message:
-			room, err := uuid.Parse(strings.TrimPrefix(m.Channel, prefix))
-			if err != nil {
-				continue
-			}
-			kind, body, ok := strings.Cut(m.Payload, "|")
-			if !ok {
-				continue
-			}
-			switch kind {
-			case "s":
-				if st, ok := parseStats(room, body); ok {
-					onStats(st)
-				}
-			case "m":
-				onMessage(room, []byte(body))
-			}
-		}
-	}
-}
-
-// parseStats reads "<online>|<sessions>|<ts_us>".
-func parseStats(room uuid.UUID, s string) (presencestats.OnlineStats, bool) {
-	parts := strings.Split(s, "|")
-	if len(parts) != 3 {
-		return presencestats.OnlineStats{}, false
-	}
-	online, err1 := strconv.ParseInt(parts[0], 10, 64)
-	sessions, err2 := strconv.ParseInt(parts[1], 10, 64)
-	ts, err3 := strconv.ParseInt(parts[2], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return presencestats.OnlineStats{}, false
-	}
-	return presencestats.OnlineStats{RoomID: room, OnlineCount: online, SessionCount: sessions, Timestamp: microTime(ts)}, true
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"presencestats"
 )
 
 // Sweeper expires zombie sessions (no heartbeat for PRESENCE_TTL: a vanished client, or an
@@ -22,12 +24,20 @@ type Sweeper struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
+
+	// After Redis was unreachable, no sweep for one PRESENCE_TTL once it answers again: every
+	// instance that lived through the outage re-registers its sessions meanwhile (their
+	// deadlines passed while nobody could refresh them), so none of them gets a false timeout.
+	// Sessions of an instance that died are expired after the pause.
+	unreachable bool
+	resumeAt    time.Time
+	now         func() time.Time
 }
 
 // NewSweeper returns a sweeper; Start runs it.
 func NewSweeper(p *Presence, interval time.Duration, log *slog.Logger, reg prometheus.Registerer) *Sweeper {
 	s := &Sweeper{
-		presence: p, interval: interval, log: log,
+		presence: p, interval: interval, log: log, now: time.Now,
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_expired_sessions_total", Help: "Sessions expired by this instance's sweeper (no heartbeat for PRESENCE_TTL).",
 		}),
@@ -56,14 +66,29 @@ func (s *Sweeper) Start() {
 }
 
 // SweepOnce expires what is due now (their events go to the outbox in the same step); it returns
-// how many sessions it expired. Errors are logged: the next tick tries again.
+// how many sessions it expired. Errors are logged: the next tick tries again. After a sweep that
+// found Redis unavailable it only pings, and once Redis answers it sweeps nothing for one
+// PRESENCE_TTL (see Sweeper). One goroutine at a time (the sweeper's own loop).
 func (s *Sweeper) SweepOnce(ctx context.Context) int {
 	sctx, cancel := context.WithTimeout(ctx, s.interval)
 	defer cancel()
+	if s.unreachable {
+		if s.presence.Ping(sctx) != nil {
+			return 0
+		}
+		s.unreachable, s.resumeAt = false, s.now().Add(s.presence.TTL())
+		s.log.Info("presence sweep: Redis answers again; sweeping resumes after PRESENCE_TTL", "at", s.resumeAt)
+	}
+	if s.now().Before(s.resumeAt) {
+		return 0
+	}
 	evs, err := s.presence.Sweep(sctx, 1000)
 	s.expired.Add(float64(len(evs)))
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("presence sweep", "err", err)
+		if presencestats.ErrorCode(err) == presencestats.EUNAVAILABLE {
+			s.unreachable = true
+		}
 	}
 	return len(evs)
 }

@@ -14,7 +14,7 @@ import (
 	"presencestats/storage/storagetest"
 )
 
-func newPresence(tb testing.TB, ttl time.Duration) (*storage.Presence, *redis.Client) {
+func newPresence(tb testing.TB, ttl time.Duration) (*storage.Presence, redis.UniversalClient) {
 	tb.Helper()
 	rdb, err := storage.OpenRedis(context.Background(), storagetest.RedisURL(tb))
 	if err != nil {
@@ -316,5 +316,46 @@ func TestPresenceEventTimesIncrease(t *testing.T) {
 	}
 	if last := expired[len(expired)-1]; last.OnlineAfter != 0 {
 		t.Fatalf("the last expiry leaves %d online, want 0", last.OnlineAfter)
+	}
+}
+
+// A session a sweeper expired (timeout recorded) that its instance registers again without
+// asking for a record (after an outage longer than PRESENCE_TTL the instance cannot tell it from
+// a session Redis lost) is recorded as a new connection: the history stays balanced. A session
+// Redis merely does not have (lost with its data) is registered without a record, as before.
+func TestPresenceExpiredSessionRejoinIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newPresence(t, 100*time.Millisecond)
+	room := uuid.New()
+	sess := presencestats.Session{RoomID: room, UserID: uuid.New(), ID: uuid.New()}
+	if _, _, err := p.Join(ctx, sess, true); err != nil {
+		t.Fatal(err)
+	}
+	var expired []presencestats.PresenceEvent
+	waitUntil(t, 10*time.Second, "the session expired", func() bool {
+		evs, _, err := p.Expire(ctx, room, 10)
+		expired = append(expired, evs...)
+		return err == nil && len(expired) == 1
+	})
+	sess.ConnectedAt = time.Now()
+	ev, st, err := p.Join(ctx, sess, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != presencestats.EventConnected || ev.OnlineDelta != 1 || st.OnlineCount != 1 {
+		t.Fatalf("rejoin after expiry: %+v, %+v", ev, st)
+	}
+	if n, _ := streamState(t, rdb, p.KeyPrefix(), room); n != 3 {
+		t.Fatalf("outbox holds %d events, want 3 (connected, disconnected timeout, connected)", n)
+	}
+	// Once only: leaving and joining again without a record records nothing new.
+	if _, _, err := p.Leave(ctx, room, sess.ID, presencestats.ReasonClosed); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.Join(ctx, sess, false); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := streamState(t, rdb, p.KeyPrefix(), room); n != 4 {
+		t.Fatalf("outbox holds %d events, want 4 (the leave's, and no connected for the unrecorded join)", n)
 	}
 }

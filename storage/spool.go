@@ -19,19 +19,20 @@ import (
 	"presencestats"
 )
 
-// spool is the collector's overflow on disk: one append-only file of frames, each frame one batch
-// of events, fsynced when written. A frame is
+// spool is the file in which versions before the outbox kept the events the database had not
+// taken (during an outage, at shutdown): one append-only file of frames, each frame one batch of
+// events, fsynced when written. A frame is
 //
 //	uint32 length of payload (big endian) | uint32 CRC-32C of payload | payload (JSON array of events)
 //
-// The collector replays frames in order from the front; once every frame has been written to the
-// database the file is truncated. After a crash it is replayed from the start: frames already
-// written are no-ops there (ON CONFLICT DO NOTHING). A torn or corrupt frame at the tail (a
-// crash while appending) ends the file: it was never acknowledged as spooled.
+// Nothing writes spools any more; Collector.ReplaySpool replays one an earlier version left, in
+// order from the front, and truncates the file once every frame has been written to the database.
+// Replayed again after a crash, frames already written are no-ops there (ON CONFLICT DO NOTHING).
+// A torn or corrupt frame at the tail (a crash while appending) ends the file: it was never
+// acknowledged as spooled.
 type spool struct {
-	log      *slog.Logger
-	path     string
-	maxBytes int64
+	log  *slog.Logger
+	path string
 
 	mu     sync.Mutex
 	f      *os.File
@@ -43,18 +44,18 @@ const spoolFrameHeader = 8
 
 var spoolCRC = crc32.MakeTable(crc32.Castagnoli)
 
-// openSpool opens (creating it and dir) the spool file in dir and finds the frames a previous run
-// left there.
-func openSpool(dir string, maxBytes int64, log *slog.Logger) (*spool, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("create spool dir: %w", err)
-	}
-	path := filepath.Join(dir, "presence-events.spool")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+// spoolFile is the spool's name in SPOOL_DIR.
+const spoolFile = "presence-events.spool"
+
+// openSpool opens the spool file in dir and finds the frames a previous run left there, cutting
+// a torn tail. Errors: fs.ErrNotExist when there is no spool file.
+func openSpool(dir string, log *slog.Logger) (*spool, error) {
+	path := filepath.Join(dir, spoolFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
-	s := &spool{log: log, path: path, maxBytes: maxBytes, f: f}
+	s := &spool{log: log, path: path, f: f}
 	// Walk the frames to find where the whole ones end; cut a torn tail.
 	var off int64
 	for {
@@ -87,40 +88,6 @@ func (s *spool) bytes() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.size
-}
-
-// errSpoolFull is returned by append when the frame would pass SPOOL_MAX_BYTES.
-var errSpoolFull = errors.New("spool full")
-
-// append writes each batch as a frame, then fsyncs once. Nothing is appended when the frames
-// would pass SPOOL_MAX_BYTES (errSpoolFull).
-func (s *spool) append(batches ...[]presencestats.PresenceEvent) error {
-	var buf []byte
-	for _, events := range batches {
-		payload, err := json.Marshal(toSpoolEvents(events))
-		if err != nil {
-			return fmt.Errorf("encode spool frame: %w", err)
-		}
-		var hdr [spoolFrameHeader]byte
-		binary.BigEndian.PutUint32(hdr[0:4], uint32(len(payload)))
-		binary.BigEndian.PutUint32(hdr[4:8], crc32.Checksum(payload, spoolCRC))
-		buf = append(append(buf, hdr[:]...), payload...)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.maxBytes > 0 && s.size+int64(len(buf)) > s.maxBytes {
-		return errSpoolFull
-	}
-	if _, err := s.f.WriteAt(buf, s.size); err != nil {
-		// Drop what may have been half written; the next append overwrites it anyway.
-		_ = s.f.Truncate(s.size)
-		return fmt.Errorf("write spool: %w", err)
-	}
-	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("fsync spool: %w", err)
-	}
-	s.size += int64(len(buf))
-	return nil
 }
 
 // next returns the first frame not yet replayed and its end offset, or ok=false when none is.
@@ -227,21 +194,6 @@ type spoolEvent struct {
 	Reason         string    `json:"reason,omitempty"`
 	UserIP         string    `json:"user_ip,omitempty"`
 	UserAgent      string    `json:"user_agent,omitempty"`
-}
-
-func toSpoolEvents(events []presencestats.PresenceEvent) []spoolEvent {
-	out := make([]spoolEvent, len(events))
-	for i, e := range events {
-		out[i] = spoolEvent{
-			EventID: e.EventID, TS: e.TS, RoomID: e.RoomID, UserID: e.UserID, SessionID: e.SessionID,
-			Type: string(e.Type), OnlineAfter: e.OnlineAfter, OnlineDelta: e.OnlineDelta,
-			SessionSeconds: e.SessionSeconds, Reason: e.Reason, UserAgent: e.UserAgent,
-		}
-		if e.UserIP.IsValid() {
-			out[i].UserIP = e.UserIP.String()
-		}
-	}
-	return out
 }
 
 func fromSpoolEvents(se []spoolEvent) []presencestats.PresenceEvent {

@@ -52,7 +52,7 @@ func spoolBatches(seed uint64, n int) [][]presencestats.PresenceEvent {
 // every frame.
 func writeSpool(t *testing.T, dir string, batches [][]presencestats.PresenceEvent) ([]byte, []int64) {
 	t.Helper()
-	s, err := openSpool(dir, 0, slog.New(slog.DiscardHandler))
+	s, err := createSpool(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,13 +73,13 @@ func writeSpool(t *testing.T, dir string, batches [][]presencestats.PresenceEven
 	return data, ends
 }
 
-// replaySpool opens the spool in dir and reads it as the collector's writer does (next; skip
+// replaySpool opens the spool in dir and reads it as Collector.ReplaySpool does (next; skip
 // what cannot be read; done), then appends one more batch and reads that too: a damaged tail
 // must not swallow what is spooled after the restart. It returns the events read before the
 // extra batch.
 func replaySpool(t *testing.T, dir string, extra []presencestats.PresenceEvent) []presencestats.PresenceEvent {
 	t.Helper()
-	s, err := openSpool(dir, 0, slog.New(slog.DiscardHandler))
+	s, err := openSpool(dir, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("open a damaged spool: %v", err)
 	}

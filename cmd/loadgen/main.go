@@ -1,38 +1,49 @@
-// Command loadgen measures real-time presence end to end against a running server on this
-// machine, presenced or (-target centrifugo) Centrifugo v6, with the same workload and the same
-// measurement for both: it opens WebSocket clients in rooms, one join at a time per room (rooms
-// in parallel), and for every join measures the time from the joiner's dial until every member of
-// the room, the joiner included, knows of it (presenced: an online_stats with the new
-// online_count; Centrifugo: the joiner's subscribe reply, and the join push at every other
-// member). With every room full it measures chat fan-out: -chat times per room a random member
-// sends a message (presenced: a message frame; Centrifugo: a publish), and the time until every
-// member has it. With -pid (the server's process id) it reads the server's RSS growth per open
-// connection and its CPU seconds per 1,000 joins from /proc; without it, presenced's memory per
-// connection from its /metrics.
+// Command loadgen puts real-time presence under load on this machine and measures it from the
+// clients' side. Three scenarios:
 //
-//	JWT_SECRET=... go run ./cmd/loadgen -url http://127.0.0.1:8080 -clients 2000 -rooms 20
-//	JWT_SECRET=... go run ./cmd/loadgen -target centrifugo -url http://127.0.0.1:8000 -pid 1234
+//   - steps (the default; presenced or, -target centrifugo, Centrifugo v6, the same workload and
+//     measurement for both): clients join their room one after another, rooms in parallel; each
+//     join is timed from the joiner's dial until every member knows of it; with every room full,
+//     -chat messages per room, one at a time, each timed until every member has it. With -pid it
+//     reads the server's RSS growth per connection and CPU per 1,000 joins from /proc; without,
+//     presenced's heap + stacks per connection from its /metrics (steps.go).
 //
-// It only talks to loopback addresses, opens at most 20,000 connections and stops at -timeout.
+//   - churn (presenced): a population of -clients connections in -rooms rooms, opened as a Poisson
+//     process over -ramp, kept steady over -hold by Poisson arrivals of visits whose sessions have
+//     heavy-tailed lengths (lognormal, capped); some visits open several tabs of one user; sessions
+//     end by a close frame, by a reset without one (-drop), or by going silent (-vanish: the server
+//     must expire them by its heartbeat); chat at -chat-rate; several -url targets share the
+//     visits. Loadgen keeps the ground truth and reports join -> every member latency, chat fan-out,
+//     counts that disagree with the truth after settling (every member's last online_stats and
+//     REST on every target), messages lost or duplicated, and with -database-url the collector's
+//     rows against the truth (workload.go, client.go, truth.go, scenario.go, report.go).
+//
+//   - storm: churn's machinery for -clients users joining one room within -ramp (default 1 s)
+//     and staying: counted exactly, the last join known to all, online_stats frames per member.
+//
+//     JWT_SECRET=... go run ./cmd/loadgen -url http://127.0.0.1:8080 -clients 2000 -rooms 20
+//     JWT_SECRET=... go run ./cmd/loadgen -target centrifugo -url http://127.0.0.1:8000 -pid 1234
+//     JWT_SECRET=... go run ./cmd/loadgen -scenario churn -url http://127.0.0.1:8080,http://127.0.0.1:8081 -clients 2000 -rooms 20 -hold 2m
+//     JWT_SECRET=... go run ./cmd/loadgen -scenario storm -clients 1000
+//
+// It talks to loopback addresses only, prints a progress line to stderr every second (churn,
+// storm), a summary at the end (-json: one JSON object), and stops at -timeout.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
-	"slices"
+	"os/signal"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gorilla/websocket"
 
 	"presencestats/handlers"
 )
@@ -45,16 +56,18 @@ func main() {
 }
 
 type config struct {
-	target  string
-	base    string
-	secret  string
-	clients int
-	rooms   int
-	chat    int
-	pid     int
-	json    bool
-	timeout time.Duration
-	joinMax time.Duration
+	target   string
+	scenario string
+	base     string
+	secret   string
+	clients  int
+	rooms    int
+	chat     int
+	pid      int
+	json     bool
+	timeout  time.Duration
+	joinMax  time.Duration
+	linger   time.Duration
 }
 
 // protocol is what differs between the targets: how a member joins a room, what its frames say,
@@ -70,354 +83,141 @@ type protocol interface {
 
 func run() error {
 	var c config
+	var sc scenarioConfig
+	m := &sc.model
+	flag.StringVar(&c.scenario, "scenario", "steps", "steps, churn or storm (churn and storm: presenced only)")
 	flag.StringVar(&c.target, "target", "presenced", "server under test: presenced or centrifugo (v6, JSON protocol)")
-	flag.StringVar(&c.base, "url", "http://127.0.0.1:8080", "the server's base URL (loopback only)")
+	flag.StringVar(&c.base, "url", "http://127.0.0.1:8080", "the server's base URL (loopback only); churn and storm: several, comma-separated, share the visits")
 	flag.StringVar(&c.secret, "secret", os.Getenv("JWT_SECRET"), "HS256 secret of the tokens: presenced's JWT_SECRET, Centrifugo's client.token.hmac_secret_key (default: $JWT_SECRET)")
-	flag.IntVar(&c.clients, "clients", 2000, "WebSocket clients in total")
-	flag.IntVar(&c.rooms, "rooms", 20, "rooms the clients are spread over")
-	flag.IntVar(&c.chat, "chat", 10, "chat messages per room once every room is full, one at a time (0: none)")
-	flag.IntVar(&c.pid, "pid", 0, "the server's process id: RSS and CPU are read from /proc/<pid> (same machine)")
+	flag.IntVar(&c.clients, "clients", 2000, "steps: clients in total; churn: the population of connections; storm: users joining")
+	flag.IntVar(&c.rooms, "rooms", 20, "rooms the clients are spread over (storm: 1)")
+	flag.IntVar(&c.chat, "chat", 10, "steps: chat messages per room once every room is full, one at a time (0: none)")
+	flag.IntVar(&c.pid, "pid", 0, "steps: the server's process id: RSS and CPU are read from /proc/<pid> (same machine)")
+	flag.DurationVar(&c.linger, "linger", 0, "steps: keep the connections open this long after printing the result (to profile the server)")
 	flag.BoolVar(&c.json, "json", false, "print the result as one JSON object")
-	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "stop after this long")
-	flag.DurationVar(&c.joinMax, "join-timeout", 10*time.Second, "a join or message not seen by all within this fails the run")
+	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "stop after this long (churn, storm: by default ramp + hold + presence-ttl + sweep + 2m)")
+	flag.DurationVar(&c.joinMax, "join-timeout", 10*time.Second, "a join or message not known to all within this fails the run (steps) or is late / lost (churn, storm)")
+	flag.DurationVar(&m.ramp, "ramp", 30*time.Second, "churn, storm: the population's connections arrive over this (storm: 1s)")
+	flag.DurationVar(&m.hold, "hold", time.Minute, "churn, storm: then the steady state lasts this (storm: 2s)")
+	flag.Float64Var(&m.rate, "rate", 0, "churn: visits per second in the hold (0: what keeps the population steady, clients / mean stay)")
+	flag.DurationVar(&m.length.median, "session-median", 2*time.Minute, "churn: median session length (lognormal); 0: sessions last the run")
+	flag.Float64Var(&m.length.sigma, "session-sigma", 1.2, "churn: lognormal shape of session lengths (heavier tail when larger)")
+	flag.DurationVar(&m.length.max, "session-max", time.Hour, "churn: longest session")
+	flag.Float64Var(&m.tabsP, "tabs-p", 0.1, "churn: share of visits that open several tabs (same user, same room)")
+	flag.IntVar(&m.tabsMax, "tabs-max", 4, "churn: most tabs of a visit")
+	flag.Float64Var(&m.vanishP, "vanish", 0.05, "churn: share of sessions that end by going silent (the server expires them after PRESENCE_TTL)")
+	flag.Float64Var(&m.dropP, "drop", 0.05, "churn: share of sessions that end by a TCP reset without a close frame")
+	flag.Float64Var(&sc.chatRate, "chat-rate", 5, "churn: chat messages per second in all, each from a random connection")
+	flag.IntVar(&sc.sources, "sources", 1, "loopback source addresses 127.0.0.1..N to dial from (more connections than one address has ports; the server's per-address connect limit)")
+	flag.IntVar(&sc.dialConc, "dial-concurrency", 256, "churn, storm: dials in flight at most")
+	flag.Uint64Var(&sc.seed, "seed", 1, "churn, storm: random seed of the plan")
+	flag.DurationVar(&sc.presenceTTL, "presence-ttl", 60*time.Second, "churn: the server's PRESENCE_TTL (settling waits for silent sessions to expire)")
+	flag.DurationVar(&sc.sweep, "sweep", 5*time.Second, "churn: the server's SWEEP_INTERVAL")
+	flag.DurationVar(&sc.window, "push-interval", 100*time.Millisecond, "the server's STATS_PUSH_INTERVAL (the frames bound)")
+	flag.StringVar(&sc.databaseURL, "database-url", "", "churn, storm: the server's DATABASE_URL: check the collector's rows against the truth after the run")
+	flag.BoolVar(&sc.quiet, "quiet", false, "churn, storm: no progress line")
+	roomList := flag.String("room-ids", "", "churn, storm: these rooms (comma-separated UUIDs) instead of -rooms random ones")
 	flag.Parse()
-	u, err := url.Parse(c.base)
-	if err != nil {
-		return fmt.Errorf("parse -url: %w", err)
-	}
-	if ip := net.ParseIP(u.Hostname()); u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("-url must be a loopback address, got %q", u.Hostname())
-	}
-	if c.clients < 1 || c.clients > 20000 || c.rooms < 1 || c.rooms > c.clients {
-		return errors.New("need 1 <= -rooms <= -clients <= 20000")
-	}
-	if c.chat < 0 {
-		return errors.New("-chat must be 0 or more")
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	bases := strings.Split(c.base, ",")
+	for _, b := range bases {
+		u, err := url.Parse(b)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			return fmt.Errorf("-url %q: want http://host:port", b)
+		}
+		if ip := net.ParseIP(u.Hostname()); u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("-url must be a loopback address, got %q", u.Hostname())
+		}
 	}
 	if c.secret == "" {
 		return errors.New("set -secret or JWT_SECRET to the server's secret")
 	}
-	auth := handlers.NewTokenAuthority(c.secret)
-	wsBase := "ws" + strings.TrimPrefix(strings.TrimSuffix(c.base, "/"), "http")
-	var proto protocol
-	switch c.target {
-	case "presenced":
-		proto = &presenced{wsBase: wsBase, auth: auth}
-	case "centrifugo":
-		proto = &centrifugo{wsBase: wsBase, auth: auth}
-	default:
-		return fmt.Errorf("-target %q: want presenced or centrifugo", c.target)
+	if sc.sources < 1 || sc.sources > 250 || sc.dialConc < 1 {
+		return errors.New("need 1 <= -sources <= 250 and -dial-concurrency >= 1")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	auth := handlers.NewTokenAuthority(c.secret)
+	if c.scenario != "steps" && !set["timeout"] {
+		// Long enough for the run, the settling (silent clients expire) and the collector check.
+		c.timeout = m.ramp + m.hold + sc.presenceTTL + sc.sweep + 2*time.Minute
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	res := result{Target: c.target, Rooms: c.rooms}
-	var before procSample
-	var heapBefore map[string]float64
-	if c.pid > 0 {
-		if before, err = readProc(c.pid); err != nil {
-			return err
+	switch c.scenario {
+	case "steps":
+		if len(bases) != 1 {
+			return errors.New("-scenario steps takes one -url")
 		}
-	} else if c.target == "presenced" {
-		if heapBefore, err = liveHeap(ctx, c.base); err != nil {
-			return err
+		if c.clients < 1 || c.clients > 20000 || c.rooms < 1 || c.rooms > c.clients {
+			return errors.New("need 1 <= -rooms <= -clients <= 20000")
 		}
-	}
-	rooms := make([]*roomState, c.rooms)
-	for r := range rooms {
-		n := c.clients / c.rooms
-		if r < c.clients%c.rooms {
-			n++
+		if c.chat < 0 {
+			return errors.New("-chat must be 0 or more")
 		}
-		rooms[r] = newRoom(n)
-	}
-	defer func() {
-		for _, room := range rooms {
-			room.closeAll()
+		wsBase := "ws" + strings.TrimPrefix(strings.TrimSuffix(c.base, "/"), "http")
+		var proto protocol
+		switch c.target {
+		case "presenced":
+			proto = &presenced{wsBase: wsBase, auth: auth, dialers: sourceDialers(sc.sources)}
+		case "centrifugo":
+			proto = &centrifugo{wsBase: wsBase, auth: auth}
+		default:
+			return fmt.Errorf("-target %q: want presenced or centrifugo", c.target)
 		}
-	}()
-	start := time.Now()
-	joins, err := eachRoom(rooms, func(room *roomState) ([]time.Duration, error) { return fillRoom(ctx, c, proto, room) })
-	res.Ramp = time.Since(start)
-	if err != nil {
-		return err
-	}
-	res.Clients = len(joins)
-	res.JoinP50, res.JoinP99, res.JoinMax = percentiles(joins)
-	if c.pid > 0 {
-		after, err := readProc(c.pid)
-		if err != nil {
-			return err
+		return runSteps(ctx, c, proto)
+	case "churn", "storm":
+		if c.target != "presenced" {
+			return fmt.Errorf("-scenario %s speaks presenced's protocol only", c.scenario)
 		}
-		res.RSSPerConnKiB = float64(after.rss-before.rss) / float64(res.Clients) / 1024
-		res.CPUPer1000Joins = (after.cpu - before.cpu).Seconds() / float64(res.Clients) * 1000
-		res.CPUJoins = (after.cpu - before.cpu).Seconds()
-	} else if heapBefore != nil {
-		after, err := liveHeap(ctx, c.base)
-		if err != nil {
-			return err
+		if c.scenario == "storm" {
+			stormDefaults(&sc, set)
 		}
-		n := float64(res.Clients)
-		heap := after["live_heap"] - heapBefore["live_heap"]
-		stack := after["go_memstats_stack_inuse_bytes"] - heapBefore["go_memstats_stack_inuse_bytes"]
-		res.HeapStackPerConnKiB = (heap + stack) / n / 1024
-		res.RSSPerConnKiB = (after["process_resident_memory_bytes"] - heapBefore["process_resident_memory_bytes"]) / n / 1024
-	}
-	if c.chat > 0 {
-		msgs, err := eachRoom(rooms, func(room *roomState) ([]time.Duration, error) { return chatRoom(ctx, c, proto, room) })
-		if err != nil {
-			return err
+		m.clients, m.rooms = c.clients, c.rooms
+		if c.scenario == "storm" && !set["rooms"] {
+			m.rooms = 1
 		}
-		res.Messages = len(msgs)
-		res.ChatP50, res.ChatP99, res.ChatMax = percentiles(msgs)
-	}
-	return res.print(c.json)
-}
-
-// eachRoom runs f for every room in parallel and returns every duration it measured.
-func eachRoom(rooms []*roomState, f func(*roomState) ([]time.Duration, error)) ([]time.Duration, error) {
-	var (
-		mu       sync.Mutex
-		all      []time.Duration
-		wg       sync.WaitGroup
-		firstErr error
-	)
-	for _, room := range rooms {
-		wg.Go(func() {
-			d, err := f(room)
-			mu.Lock()
-			defer mu.Unlock()
-			all = append(all, d...)
-			if err != nil && firstErr == nil {
-				firstErr = err
+		if *roomList != "" {
+			for _, s := range strings.Split(*roomList, ",") {
+				id, err := uuid.Parse(strings.TrimSpace(s))
+				if err != nil {
+					return fmt.Errorf("-room-ids: %w", err)
+				}
+				sc.roomIDs = append(sc.roomIDs, id)
 			}
-		})
-	}
-	wg.Wait()
-	return all, firstErr
-}
-
-func percentiles(ds []time.Duration) (p50, p99, most time.Duration) {
-	if len(ds) == 0 {
-		return 0, 0, 0
-	}
-	slices.Sort(ds)
-	pct := func(p float64) time.Duration { return ds[min(len(ds)-1, int(float64(len(ds))*p))] }
-	return pct(0.50), pct(0.99), ds[len(ds)-1]
-}
-
-// roomState is one room of the workload. Joins and messages in a room are numbered 1, 2, ... in
-// the order they are made; a member knows of join (message) k when its joins (msgs) is k or more,
-// and each comes only after the previous one reached every member.
-type roomState struct {
-	id   uuid.UUID
-	size int
-
-	mu      sync.Mutex
-	cond    *sync.Cond
-	members []*member
-	index   map[string]int // user id -> its join's number (Centrifugo's join pushes name the user)
-	failed  error          // a member's connection ended
-}
-
-type member struct {
-	conn    *websocket.Conn
-	writeMu sync.Mutex
-	user    uuid.UUID
-	k       int // its join's number
-	joins   int // highest join number it knows of (guarded by the room's mu)
-	msgs    int // highest message number it has
-}
-
-func newRoom(size int) *roomState {
-	r := &roomState{id: uuid.New(), size: size, index: map[string]int{}}
-	r.cond = sync.NewCond(&r.mu)
-	return r
-}
-
-func (r *roomState) closeAll() {
-	r.mu.Lock()
-	ms := slices.Clone(r.members)
-	r.mu.Unlock()
-	for _, m := range ms {
-		m.conn.Close()
-	}
-}
-
-// knowsJoin records that m knows of join k.
-func (r *roomState) knowsJoin(m *member, k int) { r.raise(&m.joins, k) }
-
-// hasMessage records that m has message k.
-func (r *roomState) hasMessage(m *member, k int) { r.raise(&m.msgs, k) }
-
-// raise sets *n, a member's counter, to k if k is higher, and wakes the waiters.
-func (r *roomState) raise(n *int, k int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if k > *n {
-		*n = k
-		r.cond.Broadcast()
-	}
-}
-
-// waitAll waits until done holds for every member (room.mu held while it runs), or the room
-// failed, or max passed since t0.
-func (r *roomState) waitAll(t0 time.Time, max time.Duration, done func(*member) bool) (bool, error) {
-	timer := time.AfterFunc(max-time.Since(t0), func() { r.mu.Lock(); r.cond.Broadcast(); r.mu.Unlock() })
-	defer timer.Stop()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	all := func() bool {
-		for _, m := range r.members {
-			if !done(m) {
-				return false
-			}
+			m.rooms = len(sc.roomIDs)
 		}
-		return true
-	}
-	for !all() && r.failed == nil && time.Since(t0) < max {
-		r.cond.Wait()
-	}
-	return all(), r.failed
-}
-
-// fillRoom joins the room's clients one after the other; for each join it waits until every
-// member knows of it and records how long that took from the dial.
-func fillRoom(ctx context.Context, c config, proto protocol, room *roomState) ([]time.Duration, error) {
-	return steps(ctx, c, room, room.size, "join", func(k int) error {
-		m := &member{user: uuid.New(), k: k}
-		room.mu.Lock()
-		room.index[m.user.String()] = k
-		room.mu.Unlock()
-		if err := proto.dial(ctx, room, m, m.user); err != nil {
+		sc.grace = c.joinMax
+		for i := range bases {
+			bases[i] = strings.TrimSuffix(bases[i], "/")
+		}
+		res, err := runScenario(ctx, c.scenario, sc, bases, auth)
+		if err != nil {
 			return err
 		}
-		room.mu.Lock()
-		room.members = append(room.members, m)
-		room.mu.Unlock()
-		go readLoop(proto, room, m)
-		return nil
-	}, func(m *member, k int) bool { return m.joins >= k })
-}
-
-// chatRoom sends c.chat messages, each from a random member once the previous one reached every
-// member, and records for each the time until every member has it.
-func chatRoom(ctx context.Context, c config, proto protocol, room *roomState) ([]time.Duration, error) {
-	return steps(ctx, c, room, c.chat, "message", func(k int) error {
-		room.mu.Lock()
-		from := room.members[rand.IntN(len(room.members))]
-		room.mu.Unlock()
-		return proto.chat(room, from, chatText(k))
-	}, func(m *member, k int) bool { return m.msgs >= k })
-}
-
-// steps makes n numbered steps (joins, messages) in room one after the other: step k is started,
-// then timed until done(member, k) holds for every member.
-func steps(ctx context.Context, c config, room *roomState, n int, what string, start func(k int) error, done func(m *member, k int) bool) ([]time.Duration, error) {
-	var lats []time.Duration
-	for k := 1; k <= n; k++ {
-		if ctx.Err() != nil {
-			return lats, ctx.Err()
-		}
-		t0 := time.Now()
-		if err := start(k); err != nil {
-			return lats, fmt.Errorf("room %s, %s %d: %w", room.id, what, k, err)
-		}
-		ok, err := room.waitAll(t0, c.joinMax, func(m *member) bool { return done(m, k) })
-		if err != nil {
-			return lats, err
-		}
-		if !ok {
-			return lats, fmt.Errorf("room %s: not every member knew of %s %d within %s", room.id, what, k, c.joinMax)
-		}
-		lats = append(lats, time.Since(t0))
+		return res.print(os.Stdout, c.json)
+	default:
+		return fmt.Errorf("-scenario %q: want steps, churn or storm", c.scenario)
 	}
-	return lats, nil
 }
 
-func chatText(k int) string { return fmt.Sprintf("loadgen message %d", k) }
-
-// chatNumber returns k of chatText(k).
-func chatNumber(text string) (int, bool) {
-	var k int
-	if _, err := fmt.Sscanf(text, "loadgen message %d", &k); err != nil {
-		return 0, false
+// stormDefaults: everyone joins within a second and stays; no chat, no departures.
+func stormDefaults(sc *scenarioConfig, set map[string]bool) {
+	defaults := map[string]func(){
+		"ramp":           func() { sc.model.ramp = time.Second },
+		"hold":           func() { sc.model.hold = 2 * time.Second },
+		"session-median": func() { sc.model.length.median = 0 },
+		"chat-rate":      func() { sc.chatRate = 0 },
+		"tabs-p":         func() { sc.model.tabsP = 0 },
+		"vanish":         func() { sc.model.vanishP = 0 },
+		"drop":           func() { sc.model.dropP = 0 },
 	}
-	return k, true
-}
-
-func readLoop(proto protocol, room *roomState, m *member) {
-	for {
-		_, b, err := m.conn.ReadMessage()
-		if err == nil {
-			err = proto.read(room, m, b)
-		}
-		if err != nil {
-			room.mu.Lock()
-			if room.failed == nil && !errors.Is(err, net.ErrClosed) {
-				room.failed = fmt.Errorf("room %s, member %d: %w", room.id, m.k, err)
-			}
-			room.cond.Broadcast()
-			room.mu.Unlock()
-			return
+	for name, f := range defaults {
+		if !set[name] {
+			f()
 		}
 	}
-}
-
-func (m *member) write(b []byte) error {
-	m.writeMu.Lock()
-	defer m.writeMu.Unlock()
-	return m.conn.WriteMessage(websocket.TextMessage, b)
-}
-
-// result is what a run measured.
-type result struct {
-	Target              string        `json:"target"`
-	Clients             int           `json:"clients"`
-	Rooms               int           `json:"rooms"`
-	Ramp                time.Duration `json:"-"`
-	RampS               float64       `json:"ramp_s"`
-	JoinP50             time.Duration `json:"-"`
-	JoinP99             time.Duration `json:"-"`
-	JoinMax             time.Duration `json:"-"`
-	JoinP50MS           float64       `json:"join_p50_ms"`
-	JoinP99MS           float64       `json:"join_p99_ms"`
-	Messages            int           `json:"messages"`
-	ChatP50             time.Duration `json:"-"`
-	ChatP99             time.Duration `json:"-"`
-	ChatMax             time.Duration `json:"-"`
-	ChatP50MS           float64       `json:"chat_p50_ms"`
-	ChatP99MS           float64       `json:"chat_p99_ms"`
-	RSSPerConnKiB       float64       `json:"rss_per_conn_kib"`
-	HeapStackPerConnKiB float64       `json:"heap_stack_per_conn_kib,omitempty"`
-	CPUJoins            float64       `json:"cpu_s_joins,omitempty"`
-	CPUPer1000Joins     float64       `json:"cpu_s_per_1000_joins,omitempty"`
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func (r result) print(asJSON bool) error {
-	if asJSON {
-		r.RampS = r.Ramp.Seconds()
-		r.JoinP50MS, r.JoinP99MS = ms(r.JoinP50), ms(r.JoinP99)
-		r.ChatP50MS, r.ChatP99MS = ms(r.ChatP50), ms(r.ChatP99)
-		return json.NewEncoder(os.Stdout).Encode(r)
-	}
-	round := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
-	fmt.Printf("%s: %d clients in %d rooms, ramp %s\n", r.Target, r.Clients, r.Rooms, r.Ramp.Round(time.Millisecond))
-	fmt.Printf("join -> every member knows of it: p50 %s  p99 %s  max %s  (%d joins)\n",
-		round(r.JoinP50), round(r.JoinP99), round(r.JoinMax), r.Clients)
-	if r.Messages > 0 {
-		fmt.Printf("chat fan-out, message -> every member has it: p50 %s  p99 %s  max %s  (%d messages)\n",
-			round(r.ChatP50), round(r.ChatP99), round(r.ChatMax), r.Messages)
-	}
-	if r.HeapStackPerConnKiB > 0 {
-		fmt.Printf("server memory per connection: live heap + stacks %.1f KiB; RSS %.1f KiB (includes garbage not yet collected)\n",
-			r.HeapStackPerConnKiB, r.RSSPerConnKiB)
-	}
-	if r.CPUPer1000Joins > 0 {
-		fmt.Printf("server RSS growth per connection %.1f KiB; CPU %.2f s for the joins, %.2f s per 1,000 joins\n",
-			r.RSSPerConnKiB, r.CPUJoins, r.CPUPer1000Joins)
-	}
-	return nil
 }

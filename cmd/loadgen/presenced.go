@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,8 +16,10 @@ import (
 // presenced is this service's protocol: the token in the URL of GET /ws/rooms/:room_id, the
 // room's counts in online_stats frames, chat in message frames.
 type presenced struct {
-	wsBase string
-	auth   *handlers.TokenAuthority
+	wsBase  string
+	auth    *handlers.TokenAuthority
+	dialers []*websocket.Dialer // one per loopback source address, used in turn
+	next    atomic.Uint64
 }
 
 func (p *presenced) dial(ctx context.Context, room *roomState, m *member, user uuid.UUID) error {
@@ -24,8 +27,12 @@ func (p *presenced) dial(ctx context.Context, room *roomState, m *member, user u
 	if err != nil {
 		return err
 	}
-	conn, _, err := websocket.DefaultDialer.DialContext(ctx, p.wsBase+"/ws/rooms/"+room.id.String()+"?access_token="+tok, nil)
+	d := p.dialers[p.next.Add(1)%uint64(len(p.dialers))]
+	conn, resp, err := d.DialContext(ctx, p.wsBase+"/ws/rooms/"+room.id.String()+"?access_token="+tok, nil)
 	if err != nil {
+		if resp != nil {
+			return fmt.Errorf("dial: HTTP %d: %w", resp.StatusCode, err)
+		}
 		return fmt.Errorf("dial: %w", err)
 	}
 	m.conn = conn

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"presencestats/storage"
 )
 
 // Config is every setting of the service. It is read from the environment here and nowhere else.
@@ -29,6 +31,7 @@ type Config struct {
 	AllowedOrigins         []string       // ALLOWED_ORIGINS, comma-separated; empty: same host only
 	TrustedProxies         []netip.Prefix // TRUSTED_PROXIES, comma-separated CIDRs or IPs
 	RedisKeyPrefix         string         // REDIS_KEY_PREFIX
+	RedisWaitReplicas      int            // REDIS_WAIT_REPLICAS: replicas that confirm each presence change (WAIT)
 	MaxMessageBytes        int            // MAX_MESSAGE_BYTES
 	PresenceTTL            time.Duration  // PRESENCE_TTL
 	SweepInterval          time.Duration  // SWEEP_INTERVAL
@@ -38,6 +41,7 @@ type Config struct {
 	ChatRatePerSecond      float64        // CHAT_RATE: chat messages per second per connection
 	ChatBurst              int            // CHAT_BURST
 	SendBuffer             int            // WS_SEND_BUFFER: frames queued per connection before it is dropped
+	ResumeWindow           time.Duration  // RESUME_WINDOW: a shutdown keeps sessions this long for a resume (at most PRESENCE_TTL); 0: off
 
 	// History.
 	EventBatchSize     int            // EVENT_BATCH_SIZE
@@ -108,6 +112,7 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 
 		AllowedOrigins:         r.list("ALLOWED_ORIGINS"),
 		RedisKeyPrefix:         r.str("REDIS_KEY_PREFIX", "presence:"),
+		RedisWaitReplicas:      r.integer("REDIS_WAIT_REPLICAS", 0, 0, 16),
 		MaxMessageBytes:        r.integer("MAX_MESSAGE_BYTES", 4096, 64, 1<<20),
 		PresenceTTL:            r.duration("PRESENCE_TTL", 60*time.Second),
 		SweepInterval:          r.duration("SWEEP_INTERVAL", 5*time.Second),
@@ -117,6 +122,7 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		ChatRatePerSecond:      r.float("CHAT_RATE", 5),
 		ChatBurst:              r.integer("CHAT_BURST", 10, 1, 10000),
 		SendBuffer:             r.integer("WS_SEND_BUFFER", 256, 1, 1<<16),
+		ResumeWindow:           r.duration("RESUME_WINDOW", 10*time.Second),
 
 		EventBatchSize:     r.integer("EVENT_BATCH_SIZE", 1000, 1, 100000),
 		EventFlushInterval: r.duration("EVENT_FLUSH_INTERVAL", time.Second),
@@ -175,7 +181,11 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		r.fail("JWT_SECRET", "must be at least 16 characters")
 	}
 	checkURL(&r, "DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	before := len(r.problems)
 	checkURL(&r, "REDIS_URL", c.RedisURL, "redis", "rediss")
+	if _, _, err := storage.ParseRedisURL(c.RedisURL); err != nil && len(r.problems) == before {
+		r.fail("REDIS_URL", "%v", err) // one address, or several: a Redis Cluster
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -192,6 +202,17 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 	}
 	if c.SweepInterval > 0 && c.PresenceTTL > 0 && c.SweepInterval >= c.PresenceTTL {
 		r.fail("SWEEP_INTERVAL", "must be shorter than PRESENCE_TTL (%s)", c.PresenceTTL)
+	}
+	switch {
+	case c.ResumeWindow < 0:
+		r.fail("RESUME_WINDOW", "must be 0 (off) or a positive duration")
+	case c.ResumeWindow > 0 && c.ResumeWindow < time.Millisecond:
+		r.fail("RESUME_WINDOW", "must be 0 (off) or at least 1ms")
+	case c.PresenceTTL > 0 && c.ResumeWindow > c.PresenceTTL:
+		// A detached session waits no longer than a silent one, so the room's keys (kept 3 x
+		// PRESENCE_TTL by every join and heartbeat) outlive every detached deadline. Capped rather
+		// than refused: a short PRESENCE_TTL (tests, drills) keeps the default working.
+		c.ResumeWindow = c.PresenceTTL
 	}
 	if c.ChatRatePerSecond <= 0 {
 		r.fail("CHAT_RATE", "must be positive")

@@ -109,6 +109,9 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"unparsable DATABASE_URL", map[string]string{"JWT_SECRET": "0123456789abcdef", "DATABASE_URL": "postgres://%zz"}, "DATABASE_URL: is not a URL"},
 		{"mysql DATABASE_URL", map[string]string{"JWT_SECRET": "0123456789abcdef", "DATABASE_URL": "mysql://h:1/db"}, "DATABASE_URL: must look like postgres://"},
 		{"bad REDIS_URL", map[string]string{"JWT_SECRET": "0123456789abcdef", "REDIS_URL": "http://h:1"}, "REDIS_URL: must look like redis://"},
+		{"cluster REDIS_URL with a database", map[string]string{"JWT_SECRET": "0123456789abcdef", "REDIS_URL": "redis://a:7000,b:7001/3"}, "REDIS_URL: parse REDIS_URL: a Redis Cluster has only database 0"},
+		{"cluster REDIS_URL with an empty address", map[string]string{"JWT_SECRET": "0123456789abcdef", "REDIS_URL": "redis://a:7000,,b:7001"}, "REDIS_URL: parse REDIS_URL: empty address"},
+		{"negative REDIS_WAIT_REPLICAS", map[string]string{"JWT_SECRET": "0123456789abcdef", "REDIS_WAIT_REPLICAS": "-1"}, "REDIS_WAIT_REPLICAS"},
 		{"bad duration", map[string]string{"JWT_SECRET": "0123456789abcdef", "PRESENCE_TTL": "sixty"}, "PRESENCE_TTL: \"sixty\" is not a duration"},
 		{"sweep not shorter than ttl", map[string]string{"JWT_SECRET": "0123456789abcdef", "PRESENCE_TTL": "5s", "SWEEP_INTERVAL": "5s"}, "SWEEP_INTERVAL: must be shorter than PRESENCE_TTL"},
 		{"bad integer", map[string]string{"JWT_SECRET": "0123456789abcdef", "EVENT_BATCH_SIZE": "0"}, "EVENT_BATCH_SIZE: \"0\" is not a whole number"},
@@ -125,6 +128,7 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"negative queue timeout", map[string]string{"JWT_SECRET": "0123456789abcdef", "REPORT_QUEUE_TIMEOUT": "-1s"}, "REPORT_QUEUE_TIMEOUT: must be a positive duration"},
 		{"bad report timeout", map[string]string{"JWT_SECRET": "0123456789abcdef", "REPORT_TIMEOUT": "30"}, "REPORT_TIMEOUT: \"30\" is not a duration"},
 		{"metrics addr without port", map[string]string{"JWT_SECRET": "0123456789abcdef", "METRICS_ADDR": "localhost"}, "METRICS_ADDR: \"localhost\" is not host:port"},
+		{"negative resume window", map[string]string{"JWT_SECRET": "0123456789abcdef", "RESUME_WINDOW": "-1s"}, "RESUME_WINDOW: must be 0 (off)"},
 		{"metrics addr is the http addr", map[string]string{"JWT_SECRET": "0123456789abcdef", "METRICS_ADDR": ":8080"}, "METRICS_ADDR: must differ from HTTP_ADDR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,6 +151,29 @@ func TestLoadConfigReportsEveryProblem(t *testing.T) {
 	for _, want := range []string{"JWT_SECRET", "DATABASE_URL", "LOG_LEVEL"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
+		}
+	}
+}
+
+// RESUME_WINDOW: 10 s by default, 0 turns resume off, and it never exceeds PRESENCE_TTL (the room's
+// keys, kept 3 x PRESENCE_TTL, must outlive a detached session's deadline).
+func TestLoadConfigResumeWindow(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{map[string]string{}, 10 * time.Second},
+		{map[string]string{"RESUME_WINDOW": "0"}, 0},
+		{map[string]string{"RESUME_WINDOW": "3s"}, 3 * time.Second},
+		{map[string]string{"PRESENCE_TTL": "2s", "SWEEP_INTERVAL": "500ms"}, 2 * time.Second},
+	} {
+		tc.env["JWT_SECRET"] = "0123456789abcdef"
+		c, err := LoadConfig(env(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ResumeWindow; got != tc.want {
+			t.Errorf("%v: ResumeWindow %s, want %s", tc.env, got, tc.want)
 		}
 	}
 }

@@ -12,27 +12,27 @@ import (
 	"presencestats/storage"
 )
 
-// startHistory checks that the report aggregates were built in REPORT_TIMEZONE, then starts the
-// event collector (its writer; it replays a spool an earlier version left in SPOOL_DIR) and this
+// startHistory checks that the report aggregates were built in REPORT_TIMEZONE, then starts this
 // instance's outbox consumer, which moves the presence events the Redis scripts append to the
-// outbox into the database. The returned closer writes what the outbox holds while its context
-// lasts (the rest waits in Redis); it must run after the WebSocket hub has closed, whose leaves
-// it still carries.
+// outbox into the database through the collector (the batch writer), and the one-time replay of a
+// spool an earlier version left in SPOOL_DIR. The returned closer writes what the outbox holds
+// while its context lasts (the rest waits in Redis) and stops the replay (what is left of the
+// spool is replayed at the next start); it must run after the WebSocket hub has closed, whose
+// leaves it still carries.
 func startHistory(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer, pool *pgxpool.Pool,
 	rdb redis.UniversalClient, instance string) (func(context.Context), error) {
 	if err := storage.CheckReportZone(ctx, pool, cfg.ReportTimezone); err != nil {
 		if presencestats.ErrorCode(err) == presencestats.EINVALID {
 			return nil, err
 		}
-		// Unreachable database: the collector waits for it; the check runs again at next start.
+		// Unreachable database: the outbox waits for it; the check runs again at next start.
 		log.Warn("could not check the report time zone", "err", err)
 	}
 	collector, err := storage.NewCollector(pool, storage.CollectorConfig{
-		BatchSize:     cfg.EventBatchSize,
-		FlushInterval: cfg.EventFlushInterval,
-		SpoolDir:      cfg.SpoolDir,
-		Logger:        log,
-		Registerer:    reg,
+		BatchSize:  cfg.EventBatchSize,
+		SpoolDir:   cfg.SpoolDir,
+		Logger:     log,
+		Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
@@ -49,18 +49,27 @@ func startHistory(ctx context.Context, cfg Config, log *slog.Logger, reg prometh
 	if err != nil {
 		return nil, err
 	}
-	go func() { _ = collector.Run(ctx) }()
+	replayCtx, stopReplay := context.WithCancel(context.WithoutCancel(ctx))
+	replayed := make(chan struct{})
+	go func() {
+		defer close(replayed)
+		if err := collector.ReplaySpool(replayCtx); err != nil && replayCtx.Err() == nil {
+			log.Error("replaying the spool an earlier version left failed: it stays for the next start", "dir", cfg.SpoolDir, "err", err)
+		}
+	}()
 	go func() { _ = outbox.Run(ctx) }()
 	closer := func(ctx context.Context) {
+		stopReplay()
 		if err := outbox.Close(ctx); err != nil {
 			log.Warn("event outbox close: events left in Redis for the other instances or the next start", "err", err)
 		}
-		if err := collector.Close(ctx); err != nil {
-			log.Warn("event collector close", "err", err)
+		select {
+		case <-replayed:
+		case <-ctx.Done():
 		}
 		o, c := outbox.Counts(), collector.Counts()
 		log.Info("event history stopped", "read", o.Read, "claimed", o.Claimed, "acked", o.Acked, "written", c.Written,
-			"dropped", c.Dropped, "outbox_dropped", o.Dropped)
+			"replayed", c.Replayed, "dropped", c.Dropped, "outbox_dropped", o.Dropped)
 	}
 	return closer, nil
 }

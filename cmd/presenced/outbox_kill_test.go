@@ -20,6 +20,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"presencestats"
 	"presencestats/handlers"
 	"presencestats/storage"
 	"presencestats/storage/storagetest"
@@ -255,14 +256,32 @@ type drillClient struct {
 	instance int
 
 	mu       sync.Mutex
-	id       uuid.UUID // from welcome
-	joined   bool      // a snapshot that was not degraded came after the welcome: Redis has it
-	closed   bool      // the test closed it (a leave)
-	killed   bool      // its instance was killed (the sweeper expires it)
+	id       uuid.UUID                 // from welcome
+	joined   bool                      // a snapshot that was not degraded came after the welcome: Redis has it
+	last     presencestats.OnlineStats // the newest online_stats frame
+	frames   int                       // online_stats frames received
+	closed   bool                      // the test closed it (a leave)
+	killed   bool                      // its instance was killed (the sweeper expires it)
 	readDone chan struct{}
 }
 
 func dialDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *drillClient {
+	t.Helper()
+	c := openDrill(t, base, token, room, instance)
+	// Wait for the join (its snapshot) so the round's events exist before the kill; a client
+	// whose instance does not answer in time is still part of the drill (maybe joined).
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, joined, _ := c.state(); joined {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling the read loop
+	}
+	return c
+}
+
+// openDrill opens a drill session without waiting for its join.
+func openDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *drillClient {
 	t.Helper()
 	url := "ws" + strings.TrimPrefix(base, "http") + "/ws/rooms/" + room.String() + "?access_token=" + token
 	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
@@ -293,25 +312,17 @@ func dialDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *
 					c.id = w.SessionID
 				}
 			case handlers.TypeOnlineStats:
-				var st struct {
-					Degraded bool `json:"degraded"`
-				}
-				if json.Unmarshal(f.Data, &st) == nil && !st.Degraded && c.id != uuid.Nil {
-					c.joined = true
+				var st presencestats.OnlineStats
+				if json.Unmarshal(f.Data, &st) == nil {
+					c.last, c.frames = st, c.frames+1
+					if !st.Degraded && c.id != uuid.Nil {
+						c.joined = true
+					}
 				}
 			}
 			c.mu.Unlock()
 		}
 	}()
-	// Wait for the join (its snapshot) so the round's events exist before the kill; a client
-	// whose instance does not answer in time is still part of the drill (maybe joined).
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, joined, _ := c.state(); joined {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // polling the read loop
-	}
 	return c
 }
 

@@ -31,27 +31,28 @@ func instanceID() string {
 // startPresence wires real-time presence. Its presence events go to the outbox in Redis, in the
 // same step as each change (the history's outbox consumer moves them to the database).
 func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb redis.UniversalClient,
-	auth *handlers.TokenAuthority, instance string, limits *handlers.ConnLimits) *presenceFeature {
+	auth *handlers.TokenAuthority, instance string, limits *handlers.ConnLimits, history handlers.HistoryCounts) *presenceFeature {
 	store := storage.NewPresence(rdb, storage.PresenceOptions{
 		KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.PresenceTTL, Logger: log, InstanceID: instance,
-		OutboxMaxEvents: cfg.OutboxMaxEvents,
+		OutboxMaxEvents: cfg.OutboxMaxEvents, WaitReplicas: cfg.RedisWaitReplicas,
 	})
 	hub := handlers.NewHub(handlers.HubConfig{
-		Store: store, Auth: auth, Logger: log, Registry: reg,
+		Store: store, Auth: auth, Logger: log, Registry: reg, History: history,
 		AllowedOrigins:  cfg.AllowedOrigins,
 		MaxMessageBytes: cfg.MaxMessageBytes, PresenceTTL: cfg.PresenceTTL,
 		StatsPushInterval: cfg.StatsPushInterval, StatsCacheTTL: cfg.StatsCacheTTL,
 		HeartbeatEventInterval: cfg.HeartbeatEventInterval,
 		ChatRatePerSecond:      cfg.ChatRatePerSecond, ChatBurst: cfg.ChatBurst, SendBuffer: cfg.SendBuffer,
-		Limits: limits,
+		ResumeWindow: cfg.ResumeWindow,
+		Limits:       limits,
 	})
 	sw := storage.NewSweeper(store, cfg.SweepInterval, log, reg)
 	sw.Start()
 	return &presenceFeature{Hub: hub, sweeper: sw}
 }
 
-// Close ends the WebSocket sessions (their leaves reach Redis and its outbox), then stops the
-// sweeper. The history and Redis are closed after it.
+// Close ends the WebSocket sessions (their leaves, or with RESUME_WINDOW their detaches, reach
+// Redis and its outbox), then stops the sweeper. The history and Redis are closed after it.
 func (p *presenceFeature) Close(ctx context.Context) {
 	p.Hub.Close(ctx)
 	p.sweeper.Close(ctx)

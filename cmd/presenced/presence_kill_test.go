@@ -44,7 +44,7 @@ func startPresenced(t *testing.T, bin string, env map[string]string) *presencedP
 	addr := fmt.Sprintf("127.0.0.1:%d", storagetest.FreePort(t))
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "HTTP_ADDR="+addr, "LOG_LEVEL=warn", "SPOOL_DIR="+t.TempDir(),
-		// No database in this test: the collector spools; presence does not need it.
+		// No database in this test: the events wait in the Redis outbox; presence does not need it.
 		fmt.Sprintf("DATABASE_URL=postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=1", storagetest.FreePort(t)))
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

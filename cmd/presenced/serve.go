@@ -25,7 +25,7 @@ import (
 type service struct {
 	router  *gin.Engine
 	reg     *prometheus.Registry // served on METRICS_ADDR when set
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	pool    *pgxpool.Pool
 	closers []func(context.Context) // run after the HTTP server has stopped, in order
 }
@@ -41,7 +41,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // newService wires configuration -> pool/redis -> storage -> handlers -> router. Its background
-// workers (collector, sweeper) run until ctx ends and the closers have run.
+// workers (outbox consumer, spool replay, sweeper) run until ctx ends and the closers have run.
 func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -90,7 +90,8 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, er
 		MaxPerUser: cfg.MaxConnectionsPerUser, MaxTotal: cfg.MaxConnections,
 		Rate: cfg.ConnectRate, Burst: cfg.ConnectBurst, MaxAddresses: cfg.ConnectAddresses,
 	}, reg)
-	presence := startPresence(cfg, log, reg, rdb, auth, instance, connLimits)
+	// While Redis is unreachable, rooms the hub has no count of are answered from the history.
+	presence := startPresence(cfg, log, reg, rdb, auth, instance, connLimits, storage.NewHistoryCounts(pool))
 	features = append(features, presence.Hub)
 	closers = append(closers, presence.Close)
 	closers = append(closers, closeHistory)
@@ -170,7 +171,7 @@ func (s *service) run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
-// close runs the closers (WebSocket hub, sweeper, collector), then closes Redis and the pool,
+// close runs the closers (WebSocket hub, sweeper, history), then closes Redis and the pool,
 // all within ctx's deadline.
 func (s *service) close(ctx context.Context, log *slog.Logger) {
 	for _, c := range s.closers {
@@ -178,7 +179,7 @@ func (s *service) close(ctx context.Context, log *slog.Logger) {
 	}
 	// Closing the connections waits for the database to let go of them (a query being cancelled,
 	// a server that hangs): within the deadline still, or the process exits without them (the
-	// events are written or spooled by now).
+	// events not written by now wait in the Redis outbox).
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
@@ -195,7 +196,7 @@ func (s *service) close(ctx context.Context, log *slog.Logger) {
 }
 
 // preflight refuses to serve from a server that cannot hold the schema (storage.Preflight). A
-// database that does not answer yet is not a verdict: the service starts and the collector waits
+// database that does not answer yet is not a verdict: the service starts and the outbox waits
 // for it, as it would for an outage.
 func preflight(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -69,20 +69,26 @@ stop_server() {
 go build ${pprof:+-tags pprof} -o "$tmp/presenced" ./cmd/presenced
 go build -o "$tmp/loadgen" ./cmd/loadgen
 secret=peer-bench-secret-$RANDOM$RANDOM$RANDOM
-database_url=$TEST_DATABASE_URL # the local TimescaleDB serves one session at a time
+# The throw-away local TimescaleDB of dev/services.sh (it serves one session at a time).
+database_url=$TEST_TSDB_URL
 JWT_SECRET=$secret DATABASE_URL=$database_url "$tmp/presenced" migrate up >"$tmp/migrate.log" 2>&1 ||
   { cat "$tmp/migrate.log" >&2; exit 1; }
 presenced_version=$(git describe --always --dirty 2>/dev/null || echo unknown)
 echo "peer: presenced $presenced_version (STATS_PUSH_INTERVAL ${STATS_PUSH_INTERVAL:-100ms}), Centrifugo $CENTRIFUGO_VERSION ($(go version -m "$CENTRIFUGO" | head -1 | cut -d' ' -f2)); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
+# Every client of the load generator dials from 127.0.0.1: the per-address connect rate
+# (CONNECT_RATE, 50 a second after a burst of 1,000) would refuse most of them. Centrifugo has no
+# such limit by default.
 start_presenced() {
   hport=$(port)
   pport=$(port)
   env JWT_SECRET="$secret" REDIS_URL="$TEST_REDIS_URL" DATABASE_URL="$database_url" HTTP_ADDR="127.0.0.1:$hport" \
-    LOG_LEVEL=error SPOOL_DIR="$tmp/spool" PPROF_ADDR="${pprof:+127.0.0.1:$pport}" \
+    LOG_LEVEL=error SPOOL_DIR="$tmp/spool" CONNECT_RATE=1000000 CONNECT_BURST=1000000 PPROF_ADDR="${pprof:+127.0.0.1:$pport}" \
     "$tmp/presenced" serve 2>>"$tmp/presenced.log" &
   server=$!
-  wait_http "http://127.0.0.1:$hport/healthz" "$tmp/presenced.log"
+  # Ready as a load balancer sees it (/readyz: Redis and the database answer), as Centrifugo's
+  # /health below: joins sent on /healthz alone met a process still dialling its dependencies.
+  wait_http "http://127.0.0.1:$hport/readyz" "$tmp/presenced.log"
   url=http://127.0.0.1:$hport
   debug=http://127.0.0.1:$pport/debug/pprof
 }
@@ -153,6 +159,7 @@ def fig(vals):
     lo, hi = min(vals), max(vals)
     f = (lambda v: f"{v:.1f}") if hi < 100 else (lambda v: f"{v:.0f}")
     return f(lo) if len(vals) == 1 or f(lo) == f(hi) else f"{f(lo)}-{f(hi)}"
+rows_out = []
 print("| clients / rooms | figure | presenced | Centrifugo | ratio |")
 print("|---|---|---|---|---|")
 for c, n in sizes:
@@ -161,4 +168,10 @@ for c, n in sizes:
         q = [r[key] for r in rows if (r["clients"], r["rooms"]) == (c, n) and r["target"] == "centrifugo"]
         ratio = f"{statistics.median(p) / statistics.median(q):.2f}" if p and q and statistics.median(q) > 0 else "-"
         print(f"| {c:,} / {n} | {label} | {fig(p)} | {fig(q)} | {ratio} |")
+        rows_out.append((f"{label}, {c:,} clients / {n} rooms: presenced vs Centrifugo", ratio, fig(p), fig(q),
+                         "<= 0.5" if key == "rss_per_conn_kib" else "<= 1"))
+# The same as rows of make bench's table (dev/bench/table: BENCH-ROW lines).
+for figure, ratio, p, q, target in rows_out:
+    print("\t".join(["BENCH-ROW", figure, f"ratio {ratio} ({p} vs {q})", f"ratio {target}",
+                     "make bench-peer", "presenced + local WebAssembly TimescaleDB vs Centrifugo v6.9.1 (Redis engine)"]))
 EOF

@@ -19,27 +19,32 @@ if [ -z "${REDIS_PORT:-}" ]; then
   for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 cli() { redis-cli -p "$REDIS_PORT" "$@"; }
-# The scripts as storage/presence.go loads them: clock.lua (the room clock's tick) first.
-join_sha=$(cli script load "$(cat storage/lua/clock.lua storage/lua/join.lua)")
-leave_sha=$(cli script load "$(cat storage/lua/clock.lua storage/lua/leave.lua)")
-keys=("bench:{room}:sessions" "bench:{room}:sessdata" "bench:{room}:users")
+# The scripts as storage/presence.go loads them: clock.lua (the room clock's tick) and outbox.lua
+# (the event appended to the shard's stream in the same step) first; the keys and the common
+# arguments as storage.Presence passes them (outbox.lua: stream bound 0 = none, as in the Go
+# benchmark; event id base; instance; room; stats channel).
+join_sha=$(cli script load "$(cat storage/lua/clock.lua storage/lua/outbox.lua storage/lua/join.lua)")
+leave_sha=$(cli script load "$(cat storage/lua/clock.lua storage/lua/outbox.lua storage/lua/leave.lua)")
+keys=("bench:{room}:sessions" "bench:{room}:sessdata" "bench:{room}:users" "bench:{room}:rooms" "bench:{room}:events" "bench:{room}:events:dropped")
+common=(0 00000000-0000-4000-8000-00000000beef bench 00000000-0000-4000-8000-000000000001 "bench:room:x")
 
 echo "== redis-benchmark: EVALSHA join.lua ($N new sessions) / leave.lua, -c 50"
 rb() { redis-benchmark -p "$REDIS_PORT" -c 50 -n "$N" -r 100000000 -q "$@" | tr '\r' '\n' | grep -E 'requests per second' | tail -1; }
-j=$(rb EVALSHA "$join_sha" 4 "${keys[@]}" bench:rooms "s:__rand_int__" "u:__rand_int__" 60000 bench 0 bench:room:x room)
+# join: session, user, ttl ms, connected-at (0: now), record the connected event, IP, user agent
+j=$(rb EVALSHA "$join_sha" 6 "${keys[@]}" "${common[@]}" "s:__rand_int__" "u:__rand_int__" 60000 0 1 127.0.0.1 redis-benchmark)
 # redis-benchmark cannot leave the sessions it joined (it draws a new random id each time), so the
 # leave baseline first fills the room with R sessions named as __rand_int__ draws them
 # (s:000000000042) and then leaves R/2 random ones: about 79% find their session, the rest take
 # the cheaper not-found path (the Go side always finds it).
 R=200000
-cli del "${keys[@]}" >/dev/null
+cli del "${keys[@]}" >/dev/null # the join baseline's sessions and events
 cli eval "for i = 0, tonumber(ARGV[1]) - 1 do
   local s = string.format('s:%012d', i)
   redis.call('ZADD', KEYS[1], 9999999999999, s)
-  redis.call('HSET', KEYS[2], s, 'u' .. i .. '|0|bench')
+  redis.call('HSET', KEYS[2], s, 'u' .. i .. '|0|bench|1|1||bench')
   redis.call('HSET', KEYS[3], 'u' .. i, 1)
-end" 3 "${keys[@]}" "$R" >/dev/null
-l=$(redis-benchmark -p "$REDIS_PORT" -c 50 -n $((R / 2)) -r "$R" -q EVALSHA "$leave_sha" 3 "${keys[@]}" "s:__rand_int__" bench:room:x | tr '\r' '\n' | grep -E 'requests per second' | tail -1)
+end" 3 "${keys[@]:0:3}" "$R" >/dev/null
+l=$(redis-benchmark -p "$REDIS_PORT" -c 50 -n $((R / 2)) -r "$R" -q EVALSHA "$leave_sha" 6 "${keys[@]}" "${common[@]}" "s:__rand_int__" closed | tr '\r' '\n' | grep -E 'requests per second' | tail -1)
 echo "join:  $j"
 echo "leave: $l"
 jr=$(sed -E 's/.*: ([0-9.]+) requests.*/\1/' <<<"$j")

@@ -27,5 +27,5 @@ local sessions = redis.call('ZCARD', KEYS[1])
 if user and user ~= '' then
   emit('disconnected', ts, user, ARGV[6], delta, online, connected or '0', ARGV[7], ip or '', ua or '')
 end
-redis.call('PUBLISH', ARGV[5], 's|' .. online .. '|' .. sessions .. '|' .. now_s)
+publish_counts(online, sessions, now_s)
 return {now_s, delta, online, sessions, 1, user or '', connected or '0'}

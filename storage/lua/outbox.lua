@@ -2,8 +2,9 @@
 -- same atomic step as the change it records, so the history can never disagree with what Redis
 -- applied. Put before the presence scripts (join, leave, touch, expire) by storage/presence.go.
 -- Common arguments of those scripts: ARGV[1] the stream's bound (0: none), ARGV[2] the event id
--- base (a UUID made by the caller: the n-th event of the call gets base + n, see outbox.go),
--- ARGV[3] instance id, ARGV[4] room id, ARGV[5] stats channel. KEYS[6] counts the events the
+-- base (a UUID made by the caller: the n-th event of the call gets base + n, see outbox_entry.go),
+-- ARGV[3] instance id, ARGV[4] room id, ARGV[5] the shard's updates channel (sharded pub/sub, in
+-- the script's slot: rediskeys.go). KEYS[6] counts the events the
 -- bound removed before a collector had them (a loss: the database was away for too long).
 -- The entry's one field "e" is "1|type|base|n|ts_us|room|user|session|delta|online|connected_us|
 -- reason|instance|ip|ua" (the user agent last: it may hold "|"); see rediskeys.go.
@@ -23,4 +24,11 @@ local function emit(typ, ts, user, session, delta, online, connected, reason, ip
     end
   end
   redis.call('XADD', KEYS[5], '*', 'e', v)
+end
+
+-- publish_counts(online, sessions, ts_s) tells every instance the room's counts after the change,
+-- on the shard's sharded channel (SPUBLISH: stays on the slot's node in a cluster); the payload
+-- carries the room, since the channel is the shard's (rediskeys.go).
+local function publish_counts(online, sessions, ts_s)
+  redis.call('SPUBLISH', ARGV[5], 's|' .. ARGV[4] .. '|' .. online .. '|' .. sessions .. '|' .. ts_s)
 end

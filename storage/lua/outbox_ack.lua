@@ -1,5 +1,5 @@
 -- outbox_ack: acknowledge and delete outbox entries whose events the database has committed
--- (storage/outbox.go), in one step so that no acknowledged entry stays in the stream.
+-- (storage/outbox_commit.go), in one step so that no acknowledged entry stays in the stream.
 -- KEYS[1] the shard's event stream, ARGV[1] consumer group, ARGV[2..] entry ids
 -- Returns the number acknowledged.
 local ids = {}

@@ -331,3 +331,35 @@ test('chat: reconnects by itself when the service comes back', async () => {
   // While the service was down the browser logged refused connections: expected here.
   errors.length = 0;
 });
+
+test('chat: a server restart is resumed: same session, no one left the room', async () => {
+  // One key prefix before and after the restart (startService picks a new one otherwise), and a
+  // PRESENCE_TTL that lets RESUME_WINDOW keep its default 10 s.
+  const env = { ...SERVICE_ENV, PRESENCE_TTL: '30s', REDIS_KEY_PREFIX: `e2e-resume-${randomUUID().slice(0, 8)}:` };
+  await svc.stop();
+  svc = await startService(env, svc.port);
+  const resumeRoom = randomUUID();
+  const pages = [];
+  for (const name of ['Ada', 'Grace']) {
+    const { page } = await newPage({ width: 390, height: 844 });
+    await page.goto(`/#room=${resumeRoom}`);
+    await page.fill('#name', name);
+    await page.click('#join-button');
+    await page.waitForSelector('#state[data-state=connected]', { timeout: 10000 });
+    pages.push(page);
+  }
+  for (const page of pages) await countIs(page, '#online-count', 2, 5000);
+  await svc.stop(); // SIGTERM: the sessions are detached, the sockets closed with 1012
+  svc = await startService(env, svc.port);
+  for (const page of pages) {
+    // Back online at once rather than at the backoff's next step: well within the window.
+    await page.evaluate(() => window.dispatchEvent(new Event('online')));
+    await page.waitForSelector('#messages li.system:has-text("Session resumed")', { timeout: 10000 });
+    await countIs(page, '#online-count', 2, 2000);
+  }
+  await shot(pages[0], 'chat-resumed.png');
+  // Back to the suite's settings for what follows.
+  await svc.stop();
+  svc = await startService(SERVICE_ENV, svc.port);
+  errors.length = 0; // refused connections while the service was down
+});

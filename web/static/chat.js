@@ -35,7 +35,11 @@ export function heartbeatFrom(data) {
 }
 
 // RoomConnection keeps one WebSocket to a room alive: it reconnects with capped, jittered
-// backoff, pings at the announced heartbeat interval and treats a silent socket as dead.
+// exponential backoff, pings at the announced heartbeat interval and treats a silent socket as
+// dead. Every reconnect asks to resume the session the last welcome frame named (?resume=): after
+// a server restart (close code 1012) the server keeps the session for RESUME_WINDOW, so the room
+// sees no leave and no join; when it cannot (too late, a plain network drop) the welcome says
+// resumed: false with a new session id, which the next reconnect uses.
 class RoomConnection {
   constructor({ room, token, onFrame, onState }) {
     Object.assign(this, { room, token, onFrame, onState });
@@ -60,6 +64,7 @@ class RoomConnection {
     this.stopHeartbeat();
     if (this.ws) this.ws.close(1000, 'leaving');
     this.ws = null;
+    this.sessionId = null; // leaving ends the session: a later join is a new one
   }
 
   send(frame) {
@@ -76,7 +81,8 @@ class RoomConnection {
   connect() {
     if (this.stopped) return;
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const url = `${scheme}://${location.host}/ws/rooms/${encodeURIComponent(this.room)}?access_token=${encodeURIComponent(this.token)}`;
+    let url = `${scheme}://${location.host}/ws/rooms/${encodeURIComponent(this.room)}?access_token=${encodeURIComponent(this.token)}`;
+    if (this.sessionId) url += `&resume=${encodeURIComponent(this.sessionId)}`;
     this.onState(this.attempt === 0 ? 'connecting' : 'reconnecting', this.attempt === 0 ? 'connecting…' : `reconnecting (attempt ${this.attempt + 1})…`);
     let opened = false;
     const ws = new WebSocket(url);
@@ -97,6 +103,7 @@ class RoomConnection {
         console.warn('chat: a frame that is not JSON', ev.data);
         return;
       }
+      if (frame.type === 'welcome' && frame.data && isUUID(frame.data.session_id)) this.sessionId = frame.data.session_id;
       const hb = heartbeatFrom(frame.data) ?? heartbeatFrom(frame);
       if (hb && hb !== this.heartbeatMs) {
         this.heartbeatMs = hb;
@@ -110,7 +117,9 @@ class RoomConnection {
       this.stopHeartbeat();
       if (this.stopped) return;
       if (!opened) this.diagnose();
-      else this.retry(`connection closed (${ev.code}${ev.reason ? ': ' + ev.reason : ''})`);
+      // 1012: the server restarts and keeps the session for a few seconds; the first retry (after
+      // 0.25 to 0.5 s, jittered so that a restart's clients do not all come back at once) resumes it.
+      else this.retry(ev.code === 1012 ? 'server restarting' : `connection closed (${ev.code}${ev.reason ? ': ' + ev.reason : ''})`);
     };
   }
 
@@ -239,6 +248,10 @@ function onFrame(frame) {
       break;
     }
     case 'pong':
+      break;
+    case 'welcome':
+      // A resumed session never left the room: nobody saw this reconnect.
+      if (frame.data && frame.data.resumed) addSystem('Session resumed after a server restart.');
       break;
     default:
       // hello/welcome and anything newer: the heartbeat interval was already taken from it.

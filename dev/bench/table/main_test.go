@@ -44,3 +44,19 @@ PASS
 		t.Errorf("dur = %q, want %q", got, want)
 	}
 }
+
+func TestBenchRowsAndLastJSON(t *testing.T) {
+	out := "scale: memory ...\nBENCH-ROW\tfig\t**1.0 KiB**\t< 16 KiB\tdev/bench/scale.sh (memory)\tpresenced\nBENCH-ROW\ttoo\tfew\n" +
+		"{\"clients\": 1}\nnoise\n{\"clients\": 2000, \"rooms\": 20}\nlast line\n"
+	rows := benchRows(out)
+	if len(rows) != 1 || rows[0] != (row{Figure: "fig", Value: "**1.0 KiB**", Target: "< 16 KiB", Command: "dev/bench/scale.sh (memory)", Engine: "presenced"}) {
+		t.Errorf("benchRows = %+v", rows)
+	}
+	var res struct{ Clients, Rooms int }
+	if err := lastJSON(out, &res); err != nil || res.Clients != 2000 || res.Rooms != 20 {
+		t.Errorf("lastJSON = %+v, %v", res, err)
+	}
+	if err := lastJSON("no json", &res); err == nil {
+		t.Error("lastJSON of no JSON: no error")
+	}
+}
