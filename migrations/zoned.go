@@ -11,7 +11,7 @@ import (
 )
 
 // zonedFS holds the migrations that bucket in the report zone (4: the report aggregates, 6: their
-// unique-user counts, 7: every room together, 9: a room's hours by day), as templates. They live in a folder of their own so that goose, reading FS,
+// unique-user counts, 7: every room together, 9: a room's hours by day, 10: per-user quarters), as templates. They live in a folder of their own so that goose, reading FS,
 // does not take a template for a migration.
 //
 //go:embed zoned/*.sql
@@ -21,7 +21,7 @@ var zonedFS embed.FS
 var zoneName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+\-/]*$`)
 
 // WithReportZone returns the migrations of FS plus those of zoned/ (00004_report_aggregates.sql,
-// the continuous aggregates of the reports, and 00006, 00007, 00009) with their buckets in loc (nil: UTC). The zone is baked into the
+// the continuous aggregates of the reports, and 00006, 00007, 00009, 00010) with their buckets in loc (nil: UTC). The zone is baked into the
 // aggregates (time_bucket needs a constant) and recorded in report_settings. It is a parameter,
 // not an environment variable read by goose, because only cmd reads the environment; it is a
 // generated SQL file rather than a Go migration so that goose runs it on its own connection

@@ -408,9 +408,13 @@ func TestHistoryOracle(t *testing.T) {
 					q := presencestats.ReportQuery{RoomIDs: sc.rooms, Start: rng.start, End: rng.end, Granularity: g}
 					checkStats(ctx, t, reports, o, q)
 					checkTotals(ctx, t, reports, o, q)
+					// One room of 45 (most rows in every aggregate are other rooms'): its rows, its
+					// totals and its report alone.
 					one := q
 					one.RoomIDs = sc.rooms[:1]
+					checkStats(ctx, t, reports, o, one)
 					checkTotals(ctx, t, reports, o, one)
+					checkReport(ctx, t, reports, one)
 					// No rooms means every room: the same totals as every room listed, unique users
 					// from the all-users aggregate.
 					all, listed := q, q
@@ -436,6 +440,9 @@ func TestHistoryOracle(t *testing.T) {
 		t.Run("peak hours", func(t *testing.T) {
 			q := presencestats.ReportQuery{RoomIDs: sc.rooms, Start: sc.start, End: sc.now, Granularity: presencestats.Day}
 			checkPeakHours(ctx, t, reports, o, q)
+			one := q
+			one.RoomIDs = sc.rooms[1:2]
+			checkPeakHours(ctx, t, reports, o, one)
 			// Every room (the all-rooms aggregate) gives the same hours as every room listed.
 			all, listed := q, q
 			all.RoomIDs, listed.RoomIDs = nil, everyRoom

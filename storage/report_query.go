@@ -67,9 +67,10 @@ func materializedEnd(g presencestats.Granularity, last *time.Time, loc *time.Loc
 // marks is what report_users_marks.sql reads: the last bucket materialized (nil: none) in the
 // unique-user count aggregates of a granularity from a report's first bucket on (roomsUsers,
 // allUsers), in the tables behind the weekly and monthly per-user aggregates (userWeekly,
-// userMonthly: month and year reports only) and behind the room monthly and yearly ones.
+// userMonthly: month and year reports only; userQuarterly: year reports only) and behind the room
+// monthly and yearly ones.
 type marks struct {
-	roomsUsers, allUsers, userWeekly, userMonthly, roomMonthly, roomYearly *time.Time
+	roomsUsers, allUsers, userWeekly, userMonthly, userQuarterly, roomMonthly, roomYearly *time.Time
 }
 
 // readMarks reads the marks of a report of g whose first bucket is first.
@@ -84,7 +85,7 @@ func (r *Reports) readMarks(ctx context.Context, g presencestats.Granularity, fi
 		args = append(args, presencestats.Month.Truncate(r.Now(), r.loc).AddDate(0, -1, 0))
 	}
 	if err := r.pool.QueryRow(ctx, sql.marks[g], args...).Scan(&m.roomsUsers, &m.allUsers, &m.userWeekly, &m.userMonthly,
-		&m.roomMonthly, &m.roomYearly); err != nil {
+		&m.userQuarterly, &m.roomMonthly, &m.roomYearly); err != nil {
 		r.forgetMaterialized(err)
 		return m, pgError(err, "query report materialization marks")
 	}
@@ -117,7 +118,7 @@ func (r *Reports) materializedQueries(ctx context.Context) (*materializedQueries
 		return nil, pgError(err, "read the aggregates' materialized tables")
 	}
 	var pairs []string
-	for _, view := range []string{"presence_user_weekly", "presence_user_monthly", "presence_room_monthly", "presence_room_yearly"} {
+	for _, view := range []string{"presence_user_weekly", "presence_user_monthly", "presence_user_quarterly", "presence_room_monthly", "presence_room_yearly"} {
 		if names[view] == "" {
 			return nil, presencestats.Errorf(presencestats.EINTERNAL, "the aggregate %s is missing (was `presenced migrate up` run?)", view)
 		}

@@ -109,16 +109,20 @@ func NewReports(pool *pgxpool.Pool, loc *time.Location) *Reports {
 		r.allUsers[g] = rep.Replace(all)
 		r.bucketSums[g] = rep.Replace(sums)
 		r.totalSums[g] = rep.Replace(totalSums)
-		weeklyLast, monthlyLast := "NULL::timestamptz", "NULL::timestamptz"
+		weeklyLast, monthlyLast, quarterlyLast := "NULL::timestamptz", "NULL::timestamptz", "NULL::timestamptz"
 		if weeklyTiles(g) {
 			weeklyLast = "(SELECT max(bucket) FROM {{user_weekly_materialized}} WHERE bucket >= $2::timestamptz)"
 			monthlyLast = "(SELECT max(bucket) FROM {{user_monthly_materialized}} WHERE bucket >= $2::timestamptz)"
 		}
+		if g == presencestats.Year {
+			quarterlyLast = "(SELECT max(bucket) FROM {{user_quarterly_materialized}} WHERE bucket >= $1::timestamptz)"
+		}
 		r.marksTemplate[g] = strings.NewReplacer("{{room_users_agg}}", "presence_room_users_"+level,
-			"{{all_users_agg}}", "presence_all_users_"+level, "{{weekly_last}}", weeklyLast, "{{monthly_last}}", monthlyLast).Replace(marks)
+			"{{all_users_agg}}", "presence_all_users_"+level, "{{weekly_last}}", weeklyLast, "{{monthly_last}}", monthlyLast,
+			"{{quarterly_last}}", quarterlyLast).Replace(marks)
 		tiles := recentUserTiles[g]
 		r.recentTemplate[g] = newByRooms(strings.NewReplacer("{{tile1}}", tiles[0], "{{tile2}}", tiles[1], "{{tile3}}", tiles[2],
-			"{{tile4}}", tiles[3]).Replace(recent))
+			"{{tile4}}", tiles[3], "{{tile0}}", tiles[4]).Replace(recent))
 	}
 	// report_bucket_sums.sql takes $1-$7, report_total_sums.sql $1-$5: the anchors of the walk
 	// and the hours counted come after.

@@ -164,3 +164,91 @@ func TestReportMaterializedTables(t *testing.T) {
 	refreshAggregates(ctx, t, pool, day(16, 0), nil)
 	t.Run("everything up to this week materialized", check)
 }
+
+// TestReportYearTiles checks the unique users of a year in progress in December, when a report
+// counts them from quarterly rows (migration 10), monthly rows, the weekly row of the week the
+// month's first day is in (Monday 30 November, which overlaps November) and daily rows: a user in
+// every quarter, one in the first week of December only, one on 1 December and in that week's
+// November days, one today, one last year only; two rooms sharing users. The counts may not depend
+// on how far the per-user aggregates are materialized.
+func TestReportYearTiles(t *testing.T) {
+	ctx := context.Background()
+	pool := storagetest.NewDatabase(t)
+	at := func(m time.Month, d, h int) time.Time { return time.Date(2026, m, d, h, 0, 0, 0, time.UTC) }
+	now := at(12, 7, 10) // a Monday
+	roomA, roomB := uuid.New(), uuid.New()
+	users := make([]uuid.UUID, 8)
+	for i := range users {
+		users[i] = uuid.New()
+	}
+	visits := []struct {
+		room uuid.UUID
+		user int
+		at   time.Time
+	}{
+		{roomA, 0, at(2, 3, 9)}, {roomA, 0, at(5, 4, 9)}, {roomA, 0, at(8, 5, 9)}, {roomA, 0, at(10, 6, 9)}, // every quarter
+		{roomB, 0, at(11, 7, 9)},
+		{roomA, 1, at(3, 31, 23)}, {roomB, 1, at(7, 1, 0)}, // the last hour of a quarter, the first of the next
+		{roomA, 2, at(12, 1, 8)},                            // 1 December only (the week of 30 November)
+		{roomB, 3, at(11, 30, 8)}, {roomB, 3, at(12, 2, 8)}, // that week, in both months
+		{roomA, 4, at(12, 7, 8)}, {roomB, 4, at(12, 7, 9)}, // today
+		{roomA, 5, time.Date(2025, 12, 20, 9, 0, 0, 0, time.UTC)}, // last year only
+		{roomB, 6, at(11, 29, 23)},                                // the Sunday before that week
+		{roomA, 7, at(9, 30, 12)},                                 // the third quarter's last day
+	}
+	type key struct {
+		room   uuid.UUID // uuid.Nil: every room; roomsAB: both
+		bucket time.Time
+	}
+	roomsAB := uuid.New()
+	seen := map[key]map[int]bool{}
+	for _, v := range visits {
+		b := presencestats.Year.Truncate(v.at, time.UTC)
+		for _, k := range []key{{v.room, b}, {uuid.Nil, b}, {roomsAB, b}} {
+			if seen[k] == nil {
+				seen[k] = map[int]bool{}
+			}
+			seen[k][v.user] = true
+		}
+	}
+	if n := len(seen[key{uuid.Nil, at(1, 1, 0)}]); n != 7 {
+		t.Fatalf("scenario: %d users in 2026, want 7", n)
+	}
+	for i, v := range visits {
+		if _, err := pool.Exec(ctx, `
+			INSERT INTO presence_events (event_id, ts, room_id, user_id, session_id, event_type, online_after, online_delta, session_seconds, reason)
+			VALUES (gen_random_uuid(), $1, $2, $3, $4, 'connected', 1, 1, NULL, NULL),
+			       (gen_random_uuid(), $1::timestamptz + interval '10 minutes', $2, $3, $4, 'disconnected', 0, -1, 600, 'closed')`,
+			v.at.Add(time.Duration(i)*time.Second), v.room, users[v.user], uuid.New()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reports := storage.NewReports(pool, time.UTC)
+	reports.Now = func() time.Time { return now }
+	check := func(t *testing.T) {
+		for _, rooms := range [][]uuid.UUID{nil, {roomA}, {roomA, roomB}} {
+			q := presencestats.ReportQuery{RoomIDs: rooms, Start: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), End: now,
+				Granularity: presencestats.Year, Metrics: presencestats.Metrics}
+			totals, _, err := reports.Report(ctx, q, func(row presencestats.ReportRow) error {
+				if w := int64(len(seen[key{row.RoomID, row.Bucket}])); row.UniqueUsers != w {
+					t.Errorf("rooms %v: room %s in %d: %d unique users, want %d", rooms, row.RoomID, row.Bucket.Year(), row.UniqueUsers, w)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			total := map[int]uuid.UUID{0: uuid.Nil, 1: roomA, 2: roomsAB}[len(rooms)]
+			for _, row := range totals {
+				if w := int64(len(seen[key{total, row.Bucket}])); row.UniqueUsers != w {
+					t.Errorf("rooms %v: total in %d: %d unique users, want %d", rooms, row.Bucket.Year(), row.UniqueUsers, w)
+				}
+			}
+		}
+	}
+	t.Run("nothing materialized", check)
+	refreshAggregates(ctx, t, pool, at(11, 30, 0), regexp.MustCompile(`^presence_user_(weekly|monthly|quarterly)$`).MatchString)
+	t.Run("quarters to September, months to October, weeks to 23 November", check)
+	refreshAggregates(ctx, t, pool, at(12, 7, 0), nil)
+	t.Run("everything up to today materialized", check)
+}

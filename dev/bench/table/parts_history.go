@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // collectorPart: the outbox consumer's throughput from the streams to the database, and one-row
@@ -88,35 +89,67 @@ var reportCases = []struct{ sub, what, bound string }{
 	{"year-1room-all", "1 room, year, 1 year", "< 5,000 ms"},
 }
 
-// reportsPart: BenchmarkReportQueries, the whole report per granularity on a year of 100 rooms.
+// reportsPart: BenchmarkReportQueries, the whole report per granularity on a year of 100 rooms,
+// or on each kept database of BENCH_REPORT_DSN (several DSNs separated by spaces, e.g. one seeded
+// with 100 rooms and one with 1,000: one run each, rows named by the rooms the run reported), with
+// the engine's CPU time per report when BENCH_REPORT_ENGINE_PID names its pid (one per DSN).
 func reportsPart(ctx context.Context, r *runner) ([]row, error) {
 	runs := envOr("BENCH_REPORT_RUNS", "20")
 	extra := "-timeout 60m "
-	cmd, res, out, err := r.goBench(ctx, "reports", "^BenchmarkReportQueries$", runs+"x", "./storage/", extra)
-	if os.Getenv("BENCH_REPORT_DSN") != "" {
-		cmd = "BENCH_REPORT_DSN=… " + cmd
+	dsns := strings.Fields(os.Getenv("BENCH_REPORT_DSN"))
+	if len(dsns) == 0 {
+		dsns = []string{""}
 	}
-	engine := engineOf(out)
+	// BENCH_REPORT_ENGINE_PID: the local engine's pid per DSN, in the same order (its CPU time per report).
+	pids := strings.Fields(os.Getenv("BENCH_REPORT_ENGINE_PID"))
+	if len(pids) > 1 && len(pids) != len(dsns) {
+		return nil, fmt.Errorf("BENCH_REPORT_ENGINE_PID has %d pids for %d BENCH_REPORT_DSN databases", len(pids), len(dsns))
+	}
 	var rows []row
-	for _, c := range reportCases {
-		name := "BenchmarkReportQueries/" + c.sub
-		p50, err1 := need(res, name, "p50-ms")
-		p95, err2 := need(res, name, "p95-ms")
-		if errors.Join(err1, err2) != nil {
-			continue
+	var errs []error
+	for i, dsn := range dsns {
+		var env []string
+		if dsn != "" {
+			env = []string{"BENCH_REPORT_DSN=" + dsn}
 		}
-		target := "p95 < 200 ms (aim)"
-		if c.bound != "" {
-			target = "p95 " + c.bound + " (seed bound); < 200 ms (aim)"
+		if len(pids) > 1 {
+			env = append(env, "BENCH_REPORT_ENGINE_PID="+pids[i])
 		}
-		rows = append(rows, row{
-			Figure: fmt.Sprintf("report (stats + totals + peak hours), year of 100 rooms: %s, %s rows", c.what, num(res[name].Metrics["rows"], 0)),
-			Value:  fmt.Sprintf("p50 %s ms, p95 **%s ms** (%d runs)", num(p50, 1), num(p95, 1), res[name].N),
-			Target: target, Command: cmd + " (" + c.sub + ")", Engine: engine,
-		})
+		cmd, res, out, err := r.goBench(ctx, "reports", "^BenchmarkReportQueries$", runs+"x", "./storage/", extra, env...)
+		if dsn != "" {
+			cmd = "BENCH_REPORT_DSN=… " + cmd
+		}
+		engine := engineOf(out)
+		n := len(rows)
+		for _, c := range reportCases {
+			name := "BenchmarkReportQueries/" + c.sub
+			p50, err1 := need(res, name, "p50-ms")
+			p95, err2 := need(res, name, "p95-ms")
+			if errors.Join(err1, err2) != nil {
+				continue
+			}
+			target := "p95 < 200 ms (aim)"
+			if c.bound != "" {
+				target = "p95 " + c.bound + " (seed bound); < 200 ms (aim)"
+			}
+			rooms := "100"
+			if v, ok := res[name].Metrics["rooms"]; ok {
+				rooms = num(v, 0)
+			}
+			value := fmt.Sprintf("p50 %s ms, p95 **%s ms** (%d runs)", num(p50, 1), num(p95, 1), res[name].N)
+			if cpu50, ok := res[name].Metrics["engine-cpu-p50-ms"]; ok { // BENCH_REPORT_ENGINE_PID
+				value += fmt.Sprintf("; engine CPU p50 %s ms, p95 %s ms", num(cpu50, 1), num(res[name].Metrics["engine-cpu-p95-ms"], 1))
+			}
+			rows = append(rows, row{
+				Figure: fmt.Sprintf("report (stats + totals + peak hours), year of %s rooms: %s, %s rows", rooms, c.what, num(res[name].Metrics["rows"], 0)),
+				Value:  value,
+				Target: target, Command: cmd + " (" + c.sub + ")", Engine: engine,
+			})
+		}
+		if err == nil && len(rows) == n {
+			err = errors.New("no BenchmarkReportQueries result lines")
+		}
+		errs = append(errs, err)
 	}
-	if err == nil && len(rows) == 0 {
-		err = errors.New("no BenchmarkReportQueries result lines")
-	}
-	return rows, err
+	return rows, errors.Join(errs...)
 }
