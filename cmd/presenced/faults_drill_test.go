@@ -348,7 +348,9 @@ func TestDrillClientNeverReads(t *testing.T) {
 		t.Skip("builds and runs presenced")
 	}
 	c := newDrillCluster(t, 2, 1, nil, map[string]string{
-		"WS_SEND_BUFFER": "64", "CHAT_RATE": "1000", "CHAT_BURST": "1000", "MAX_MESSAGE_BYTES": "4096",
+		// A chat rate the talker cannot reach: on an idle machine it sends faster than 1,000 a second,
+		// and a rate-limited message (refused with rate_limited) is not relayed.
+		"WS_SEND_BUFFER": "64", "CHAT_RATE": "1000000", "CHAT_BURST": "10000", "MAX_MESSAGE_BYTES": "4096",
 	})
 	room := c.rooms[0]
 	reader := c.join(0, uuid.New(), room)
