@@ -181,6 +181,12 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 		Logger: discardLogger(), Registry: reg, Features: []handlers.Feature{hub}, TrustedProxies: o.trusted,
 		Checks: []handlers.ReadinessCheck{{Name: "redis", Check: store.Ping}}, Capacity: capacity,
 	})
+	// A message published before the hub's subscription is up is not heard by it (pub/sub keeps
+	// nothing): tests that chat or count across instances start once it is. Best effort, for the
+	// tests whose Redis is away from the start.
+	for deadline := time.Now().Add(5 * time.Second); !hub.Subscribed() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond) // polling the hub's subscription
+	}
 	srv := httptest.NewServer(router)
 	s := &presenceServer{URL: srv.URL, hub: hub, rec: rec, auth: auth, reg: reg, store: store, srv: srv, limits: limits}
 	t.Cleanup(func() {

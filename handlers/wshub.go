@@ -297,6 +297,11 @@ func (h *Hub) markDown(err error) {
 	}
 }
 
+// Subscribed reports whether the hub hears the other instances: its subscription to the rooms'
+// channels was established and Redis has not failed since. Before that, chat relayed by other
+// instances, and their count changes, do not reach this instance's members.
+func (h *Hub) Subscribed() bool { return h.subscribed.Load() && h.up.Load() }
+
 // Close ends every session of this instance and closes the WebSockets, then stops the hub's
 // background work. With RESUME_WINDOW it detaches the sessions, for their clients to resume on
 // another instance, and closes with 1012 (wshub_resume.go); without, each leaves Redis (reason
