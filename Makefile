@@ -5,7 +5,7 @@ GO ?= go
 DEV_JWT_SECRET := dev-only-secret-change-me-in-production
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help run demo test services-up services-down services-status build lint bench bench-peer fuzz deps clean
+.PHONY: help run demo test services-up services-down services-status services-install build lint bench bench-peer fuzz deps clean
 
 help:
 	@echo "make run             install what is missing, start Redis + TimescaleDB, migrate, serve on :8080"
@@ -27,6 +27,11 @@ deps:
 # a replica per master. `make run REDIS_CLUSTER=3` then serves on it.
 services-up:
 	REDIS_CLUSTER=$(REDIS_CLUSTER) REDIS_CLUSTER_REPLICAS=$(REDIS_CLUSTER_REPLICAS) dev/services.sh up
+
+# services-install: Redis and the local TimescaleDB when missing, nothing started (the benchmarks
+# start throw-away instances of their own, and one of them calls redis-server directly).
+services-install:
+	dev/services.sh install
 
 services-down:
 	dev/services.sh down
@@ -88,7 +93,7 @@ lint:
 PART ?=
 SKIP ?=
 BENCH_SIZE ?= quick
-bench: deps
+bench: deps services-install
 	@peer=; if grep -qsE '^bench-peer[[:space:]]*:' $(MAKEFILE_LIST); then peer='$(MAKE) --no-print-directory bench-peer'; \
 	  [ "$(BENCH_SIZE)" = full ] || peer="$$peer SIZES=2000/20"; fi; \
 	BENCH_SIZE=$(BENCH_SIZE) $(GO) run ./dev/bench/table -parts '$(PART)' -skip '$(SKIP)' -peer-cmd "$$peer"
@@ -108,7 +113,7 @@ fuzz:
 # Side by side with Centrifugo (docs/benchmarks.md): SIZES="2000/20" runs one size, ROUNDS=2 repeats.
 SIZES ?= 200/4 2000/20 5000/50
 ROUNDS ?= 1
-bench-peer: deps
+bench-peer: deps services-install
 	nice -n 10 dev/bench/peer.sh -sizes "$(SIZES)" -rounds "$(ROUNDS)"
 
 clean:

@@ -6,6 +6,7 @@
 #                             per master; `make run REDIS_CLUSTER=3` serves on it (URL in .data/redis-cluster/url)
 #   dev/services.sh down      stop what `up` started (by pid file)
 #   dev/services.sh status    say what runs
+#   dev/services.sh install   install what is missing (Redis, the local TimescaleDB), start nothing
 #   dev/services.sh chromium  install Debian's chromium if /usr/bin/chromium is missing (browser tests)
 #   dev/services.sh test CMD  start fresh throw-away instances on free ports, run CMD with
 #                             TEST_REDIS_URL and TEST_TSDB_URL set, stop them, exit with CMD's status.
@@ -219,11 +220,15 @@ test)
   set -e
   exit $status
   ;;
+install)
+  ensure_redis
+  ensure_tsdb
+  ;;
 chromium)
   ensure_chromium
   ;;
 *)
-  echo "usage: dev/services.sh up|down|status|chromium|test CMD..." >&2
+  echo "usage: dev/services.sh up|down|status|install|chromium|test CMD..." >&2
   exit 2
   ;;
 esac

@@ -25,19 +25,21 @@ cli() { redis-cli -p "$REDIS_PORT" "$@"; }
 # benchmark; event id base; instance; room; stats channel).
 join_sha=$(cli script load "$(cat storage/lua/clock.lua storage/lua/outbox.lua storage/lua/join.lua)")
 leave_sha=$(cli script load "$(cat storage/lua/clock.lua storage/lua/outbox.lua storage/lua/leave.lua)")
+# join.lua takes a seventh key, the room's expired sessions (expire.lua); leave.lua the first six.
 keys=("bench:{room}:sessions" "bench:{room}:sessdata" "bench:{room}:users" "bench:{room}:rooms" "bench:{room}:events" "bench:{room}:events:dropped")
-common=(0 00000000-0000-4000-8000-00000000beef bench 00000000-0000-4000-8000-000000000001 "bench:room:x")
+join_keys=("${keys[@]}" "bench:{room}:expired")
+common=(0 00000000-0000-4000-8000-00000000beef bench 00000000-0000-4000-8000-000000000001 "bench:{room}:updates")
 
 echo "== redis-benchmark: EVALSHA join.lua ($N new sessions) / leave.lua, -c 50"
 rb() { redis-benchmark -p "$REDIS_PORT" -c 50 -n "$N" -r 100000000 -q "$@" | tr '\r' '\n' | grep -E 'requests per second' | tail -1; }
 # join: session, user, ttl ms, connected-at (0: now), record the connected event, IP, user agent
-j=$(rb EVALSHA "$join_sha" 6 "${keys[@]}" "${common[@]}" "s:__rand_int__" "u:__rand_int__" 60000 0 1 127.0.0.1 redis-benchmark)
+j=$(rb EVALSHA "$join_sha" 7 "${join_keys[@]}" "${common[@]}" "s:__rand_int__" "u:__rand_int__" 60000 0 1 127.0.0.1 redis-benchmark)
 # redis-benchmark cannot leave the sessions it joined (it draws a new random id each time), so the
 # leave baseline first fills the room with R sessions named as __rand_int__ draws them
 # (s:000000000042) and then leaves R/2 random ones: about 79% find their session, the rest take
 # the cheaper not-found path (the Go side always finds it).
 R=200000
-cli del "${keys[@]}" >/dev/null # the join baseline's sessions and events
+cli del "${join_keys[@]}" >/dev/null # the join baseline's sessions and events
 cli eval "for i = 0, tonumber(ARGV[1]) - 1 do
   local s = string.format('s:%012d', i)
   redis.call('ZADD', KEYS[1], 9999999999999, s)
