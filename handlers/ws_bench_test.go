@@ -178,17 +178,26 @@ func syscw(tb testing.TB) int64 {
 // BenchmarkStatsStorm is a storm in a room of 200 members on one instance: per op, 500 sessions
 // join (8 at a time), then leave again, done when every member has the room's counts after the
 // last leave. It reports the online_stats frames each member got per op, and the process's
-// CPU time per op (the hub, its 200 clients, the 1,000 presence-store calls), for two settings
-// of STATS_PUSH_INTERVAL.
+// CPU time per op (the hub, its 200 clients, the 1,000 presence-store calls), for three settings
+// of the push window: a fixed 100 ms and a fixed 5 ms (STATS_PUSH_ROOM_RATE 0), and the defaults
+// (STATS_PUSH_INTERVAL 5 ms, STATS_PUSH_ROOM_RATE 10,000: 20 to 70 ms in this room).
 func BenchmarkStatsStorm(b *testing.B) {
-	for _, interval := range []time.Duration{100 * time.Millisecond, 5 * time.Millisecond} {
-		b.Run("interval="+interval.String(), func(b *testing.B) { benchmarkStatsStorm(b, interval) })
+	for _, c := range []struct {
+		name     string
+		interval time.Duration
+		roomRate int
+	}{
+		{"fixed=100ms", 100 * time.Millisecond, 0},
+		{"fixed=5ms", 5 * time.Millisecond, 0},
+		{"default", 5 * time.Millisecond, 10000},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchmarkStatsStorm(b, c.interval, c.roomRate) })
 	}
 }
 
-func benchmarkStatsStorm(b *testing.B, interval time.Duration) {
+func benchmarkStatsStorm(b *testing.B, interval time.Duration, roomRate int) {
 	const members, storm, parallel = 200, 500, 8
-	s := newPresenceServer(b, presenceOpts{pushInterval: interval})
+	s := newPresenceServer(b, presenceOpts{pushInterval: interval, roomRate: roomRate})
 	room := uuid.New()
 	var frames atomic.Int64
 	latest := make([]atomic.Int64, members) // per member, the newest pushed counts' time (ns)

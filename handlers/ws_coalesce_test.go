@@ -65,22 +65,28 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 }
 
-const window = 10 * time.Second // STATS_PUSH_INTERVAL of the coalescing tests
+// window is STATS_PUSH_INTERVAL of the coalescing tests but one (the example: 10 s);
+// STATS_PUSH_ROOM_RATE is its default, 10,000 a second, which widens no window of 10 s.
+const (
+	window   = 10 * time.Second
+	roomRate = 10000
+)
 
 // coalesceRig is a room served by two instances on one Redis, with the same fake clock.
 type coalesceRig struct {
 	clock   *fakeClock
+	window  time.Duration // STATS_PUSH_INTERVAL
 	a, b    *presenceServer
 	room    uuid.UUID
 	fences  int
 	members []*wsClient // every member dialled by member, in order
 }
 
-func newCoalesceRig(t *testing.T) *coalesceRig {
+func newCoalesceRig(t *testing.T, interval time.Duration) *coalesceRig {
 	clock := newFakeClock()
 	url, prefix := storagetest.RedisURL(t), storagetest.KeyPrefix(t)
-	o := presenceOpts{redisURL: url, prefix: prefix, ttl: time.Hour, hbEvents: time.Hour, pushInterval: window, clock: clock}
-	return &coalesceRig{clock: clock, a: newPresenceServer(t, o), b: newPresenceServer(t, o), room: uuid.New()}
+	o := presenceOpts{redisURL: url, prefix: prefix, ttl: time.Hour, hbEvents: time.Hour, pushInterval: interval, roomRate: roomRate, clock: clock}
+	return &coalesceRig{clock: clock, window: interval, a: newPresenceServer(t, o), b: newPresenceServer(t, o), room: uuid.New()}
 }
 
 // member dials a member of the room on srv, waits for its snapshot (online_count online) and for
@@ -93,7 +99,7 @@ func (r *coalesceRig) member(t *testing.T, srv *presenceServer, online int64) *w
 	w.waitOnline(t, push, online)
 	r.members = append(r.members, w)
 	r.fence(t, r.members...)
-	r.clock.Advance(window)
+	r.clock.Advance(r.window)
 	return w
 }
 
@@ -133,7 +139,7 @@ func (r *coalesceRig) join(t *testing.T) {
 // more changes inside that window reach each member as exactly one frame, when the window ends,
 // with the final counts.
 func TestWSStatsLeadingAndTrailingEdge(t *testing.T) {
-	r := newCoalesceRig(t)
+	r := newCoalesceRig(t, window)
 	a1 := r.member(t, r.a, 1)
 	b1 := r.member(t, r.b, 2)
 	members := []*wsClient{a1, b1}
@@ -156,7 +162,13 @@ func TestWSStatsLeadingAndTrailingEdge(t *testing.T) {
 			t.Fatalf("member %d: %s within the window, want none until it ends", i, describe(t, got))
 		}
 	}
-	r.clock.Advance(window)
+	r.clock.Advance(window - time.Millisecond)
+	for i, got := range r.fence(t, members...) {
+		if len(got) != 0 {
+			t.Fatalf("member %d: %s a millisecond before the window ends, want none until it ends", i, describe(t, got))
+		}
+	}
+	r.clock.Advance(time.Millisecond)
 	for i, got := range r.fence(t, members...) {
 		if len(got) != 1 || got[0].stats(t).OnlineCount != 6 || got[0].stats(t).SessionCount != 6 {
 			t.Fatalf("member %d: %s at the end of the window, want exactly one online_stats with 6 online, 6 sessions", i, describe(t, got))
@@ -178,19 +190,13 @@ func TestWSStatsLeadingAndTrailingEdge(t *testing.T) {
 	}
 }
 
-// pushWindow is the window a push of a room with sessions sessions opens, as docs/realtime.md
-// states it: window × sessions / 1,000, at least window / 20, at most window.
-func pushWindow(sessions int64) time.Duration {
-	return window * time.Duration(min(max(sessions, 50), 1000)) / 1000
-}
-
-// A storm of 1,000 joins, during which the clock moves by 55 s, gives each member, on either
+// A storm of 1,000 joins, during which the clock moves by 60 s, gives each member, on either
 // instance, online_stats in order, the last with the exact final count, no two of them closer
-// than the window the first opened (pushWindow of its session_count), and so at most one per
-// window / 20 plus the leading one. The test fences after every batch of joins and every move of
-// the clock, so that it knows at which (fake) time each frame was pushed.
+// than the window (10 s), and so at most one per window plus one. The test fences after every
+// batch of joins and every move of the clock, so that it knows at which (fake) time each frame
+// was pushed.
 func TestWSStatsStormBounded(t *testing.T) {
-	r := newCoalesceRig(t)
+	r := newCoalesceRig(t, window)
 	members := []*wsClient{r.member(t, r.a, 1), r.member(t, r.b, 2), r.member(t, r.a, 3)}
 	r.fence(t, members...)
 
@@ -225,7 +231,7 @@ func TestWSStatsStormBounded(t *testing.T) {
 	r.clock.Advance(window)
 	collect()
 	advanced := r.clock.Now().Sub(start)
-	bound := int(advanced/(window/20)) + 1
+	bound := int(advanced/window) + 1
 	for i, fs := range got {
 		if len(fs) == 0 || len(fs) > bound {
 			t.Fatalf("member %d: %d online_stats for %d joins over %s, want 1 to %d", i, len(fs), storm, advanced, bound)
@@ -235,8 +241,8 @@ func TestWSStatsStormBounded(t *testing.T) {
 			if cur.st.OnlineCount <= prev.st.OnlineCount {
 				t.Fatalf("member %d: counts out of order: frame %d has %d online after %d", i, j, cur.st.OnlineCount, prev.st.OnlineCount)
 			}
-			if gap, want := cur.at.Sub(prev.at), pushWindow(prev.st.SessionCount); gap < want {
-				t.Fatalf("member %d: frame %d came %s after the one with %d sessions, want at least %s", i, j, gap, prev.st.SessionCount, want)
+			if gap := cur.at.Sub(prev.at); gap < window {
+				t.Fatalf("member %d: frame %d came %s after the one before, want at least %s", i, j, gap, window)
 			}
 		}
 		if last := fs[len(fs)-1].st; last.OnlineCount != storm+3 || last.SessionCount != storm+3 {
@@ -250,11 +256,12 @@ func TestWSStatsStormBounded(t *testing.T) {
 	}
 }
 
-// The window a push opens grows with the room's session_count: in a room of up to 50 sessions
-// it is a twentieth of STATS_PUSH_INTERVAL, so joins that come one after another reach the
-// members that soon; in a room of 1,000 sessions or more it is the whole interval.
+// With the defaults (STATS_PUSH_INTERVAL 5 ms, STATS_PUSH_ROOM_RATE 10,000), a small room's
+// window is the interval, so joins that come one after another reach the members that soon, and
+// a room of 1,005 sessions pushes at most every 100.5 ms (its 1,005 frames a push, 10,000 a second).
 func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
-	r := newCoalesceRig(t)
+	const small = 5 * time.Millisecond
+	r := newCoalesceRig(t, small)
 	members := []*wsClient{r.member(t, r.a, 1), r.member(t, r.b, 2)}
 	r.fence(t, members...)
 	expect := func(what string, online ...int64) {
@@ -270,7 +277,6 @@ func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
 			}
 		}
 	}
-	small := window / 20
 	r.join(t)
 	expect("a join in a quiet room of 3:", 3)
 	r.join(t)
@@ -281,7 +287,7 @@ func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
 	expect("when the small room's window ended:", 4)
 	r.clock.Advance(small)
 	r.join(t)
-	expect("a join a small window after the last push:", 5)
+	expect("a join a window after the last push:", 5)
 
 	var wg sync.WaitGroup
 	for range 4 {
@@ -293,14 +299,15 @@ func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
 	}
 	wg.Wait()
 	expect("1,000 joins within the window:")
-	r.clock.Advance(window)
-	expect("after 1,000 joins, at the end of the window:", 1005)
+	r.clock.Advance(small)
+	expect("after 1,000 joins, at the end of the small window:", 1005)
+	large := 100500 * time.Microsecond // 1,005 sessions / 10,000 a second
 	r.join(t)
 	expect("a join right after the push in a room of 1,005:")
-	r.clock.Advance(window / 2)
-	expect("half a window after it:")
-	r.clock.Advance(window / 2)
-	expect("at the end of the whole window:", 1006)
+	r.clock.Advance(large - time.Millisecond)
+	expect("a millisecond before the large window ends:")
+	r.clock.Advance(time.Millisecond)
+	expect("at the end of the large window:", 1006)
 }
 
 func describe(t *testing.T, fs []frame) string {

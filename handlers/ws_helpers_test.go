@@ -87,7 +87,9 @@ type presenceOpts struct {
 	// pushInterval is STATS_PUSH_INTERVAL (default 50 ms); clock, when set, is the hub's Now and
 	// AfterFunc: its coalescing windows end only when the test advances it.
 	pushInterval time.Duration
-	clock        *fakeClock
+	// roomRate is STATS_PUSH_ROOM_RATE (default 0: a room's window is pushInterval, whatever its size).
+	roomRate int
+	clock    *fakeClock
 	// rec, when set, is the history of another server on the same prefix, whose outbox consumer
 	// fills it with the events of both (an outbox entry is deleted once written).
 	rec *presenceRecorder
@@ -171,7 +173,7 @@ func newPresenceServer(t testing.TB, o presenceOpts) *presenceServer {
 	hub := handlers.NewHub(handlers.HubConfig{
 		Store: hubStore, Auth: auth, Registry: reg, Logger: testLogger(),
 		AllowedOrigins: o.origins, MaxMessageBytes: 1024, PresenceTTL: o.ttl,
-		StatsPushInterval: o.pushInterval, StatsCacheTTL: 5 * time.Second,
+		StatsPushInterval: o.pushInterval, StatsPushRoomRate: o.roomRate, StatsCacheTTL: 5 * time.Second,
 		HeartbeatEventInterval: o.hbEvents, ChatRatePerSecond: o.chatRate, ChatBurst: int(o.chatRate),
 		SendBuffer: o.sendBuffer, WriteWait: time.Second, Limits: limits, Now: now, AfterFunc: afterFunc,
 		ResumeWindow: o.resumeWindow,

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -43,10 +44,13 @@ type HubConfig struct {
 	// (wshub_fallback.go); nil: zero, degraded.
 	History HistoryCounts
 
-	AllowedOrigins         []string // empty: same host only
-	MaxMessageBytes        int
-	PresenceTTL            time.Duration
-	StatsPushInterval      time.Duration // the longest push window, of rooms of 1,000 sessions (pushWindow)
+	AllowedOrigins    []string // empty: same host only
+	MaxMessageBytes   int
+	PresenceTTL       time.Duration
+	StatsPushInterval time.Duration // a room's push window: the shortest gap between two online_stats (pushWindow)
+	// StatsPushRoomRate (STATS_PUSH_ROOM_RATE) widens the window of a large room: its pushes cost
+	// at most this many frames a second, across instances, up to a window of 1 s; 0: no widening.
+	StatsPushRoomRate      int
 	StatsCacheTTL          time.Duration
 	HeartbeatEventInterval time.Duration
 	ChatRatePerSecond      float64
@@ -301,6 +305,18 @@ func (h *Hub) markDown(err error) {
 // channels was established and Redis has not failed since. Before that, chat relayed by other
 // instances, and their count changes, do not reach this instance's members.
 func (h *Hub) Subscribed() bool { return h.subscribed.Load() && h.up.Load() }
+
+// errNotSubscribed is what /readyz says of the rooms' channels before the hub hears them.
+var errNotSubscribed = errors.New("not subscribed to the rooms' channels yet: other instances' changes and chat would not reach this instance's members")
+
+// CheckSubscribed is the readiness check "channels": an instance takes WebSocket clients only
+// once it hears the other instances (pub/sub keeps nothing for a late subscriber).
+func (h *Hub) CheckSubscribed(context.Context) error {
+	if !h.Subscribed() {
+		return errNotSubscribed
+	}
+	return nil
+}
 
 // Close ends every session of this instance and closes the WebSockets, then stops the hub's
 // background work. With RESUME_WINDOW it detaches the sessions, for their clients to resume on

@@ -14,10 +14,10 @@ import (
 // applyStats takes the newest counts of a room (from this instance's own change or from the
 // room's channel): it refreshes the cache and pushes them to the room's local members, coalesced
 // on the leading and the trailing edge of a window. Every push opens a window of
-// pushWindow(s), s being the session_count it carried. The first change after the window ended
-// is pushed at once (leading edge) and opens the next window; the changes made within a window
-// are pushed once, with the latest counts, when it ends (trailing edge), and that push opens the
-// next window. So two online_stats of a room reach a member at least pushWindow(s) apart, s
+// pushWindow(s), s being the session_count it carried: STATS_PUSH_INTERVAL, longer in a large
+// room. The first change after the window ended is pushed at once (leading edge) and opens the
+// next window; the changes made within a window are pushed once, with the latest counts, when it
+// ends (trailing edge), and that push opens the next window. So two online_stats of a room reach a member at least pushWindow(s) apart, s
 // being the session_count of the first, and the last one has the latest counts. Every instance
 // does the same with what it hears on the room's channel, and since all of them see the same
 // counts, their windows agree.
@@ -51,26 +51,30 @@ func (h *Hub) applyStats(st presencestats.OnlineStats) {
 	h.cfg.AfterFunc(r.lastPush.Add(r.window).Sub(now), func() { h.flush(room, r) })
 }
 
-// The window a push opens grows with the room: pushWindowSessions sessions or more get the whole
-// STATS_PUSH_INTERVAL, a smaller room a share in proportion (a push costs one frame per session,
-// across all instances), and no room less than the share of pushWindowFloorSessions.
-const (
-	pushWindowSessions      = 1000
-	pushWindowFloorSessions = 50
-)
+// maxPushWindow caps the window STATS_PUSH_ROOM_RATE widens: a member hears of a change within a
+// second however large its room (a longer STATS_PUSH_INTERVAL is taken as it is).
+const maxPushWindow = time.Second
 
 // pushWindow is the coalescing window opened by a push of counts with the given session_count:
-// STATS_PUSH_INTERVAL × sessions / 1,000, at least STATS_PUSH_INTERVAL / 20 (rooms of up to 50
-// sessions) and at most STATS_PUSH_INTERVAL (rooms of 1,000 sessions or more). With the default of
-// 100 ms: 0.1 ms per session, from 5 ms to 100 ms. What that bounds, for any room:
-//   - per member, two online_stats never closer than pushWindow(s) of the first: over any span D
-//     at most 1 + D / (STATS_PUSH_INTERVAL / 20) of them (one per 5 ms, plus one), and
-//     1 + D / STATS_PUSH_INTERVAL while the room has 1,000 sessions or more;
-//   - per room, the frames of its pushes, across all instances: s / pushWindow(s) per second,
-//     1,000 / STATS_PUSH_INTERVAL (10,000 a second) while s <= 1,000, s / STATS_PUSH_INTERVAL above.
-func (h *Hub) pushWindow(sessions int64) time.Duration {
-	s := min(max(sessions, pushWindowFloorSessions), pushWindowSessions)
-	return time.Duration(int64(h.cfg.StatsPushInterval) * s / pushWindowSessions)
+// STATS_PUSH_INTERVAL, widened for a large room so that its pushes cost at most
+// STATS_PUSH_ROOM_RATE frames a second (a push is one frame per session, across all instances),
+// but not beyond maxPushWindow:
+//
+//	window(s) = max(STATS_PUSH_INTERVAL, min(s / STATS_PUSH_ROOM_RATE, 1 s))
+//
+// With the defaults (5 ms, 10,000 a second): 5 ms up to 50 sessions, 0.1 ms per session above,
+// 100 ms at 1,000, 1 s from 10,000. What that bounds, for any room:
+//   - per member, two online_stats never closer than STATS_PUSH_INTERVAL: over any span D at most
+//     one per STATS_PUSH_INTERVAL plus one (1 + D / STATS_PUSH_INTERVAL);
+//   - per room, across all instances: at most STATS_PUSH_ROOM_RATE frames a second while the room
+//     has up to STATS_PUSH_ROOM_RATE sessions (s a second above that, one push a second).
+func pushWindow(interval time.Duration, roomRate int, sessions int64) time.Duration {
+	w := interval
+	if roomRate > 0 && sessions > 0 {
+		wide := time.Duration(min(sessions, 1<<32) * int64(time.Second) / int64(roomRate))
+		w = max(w, min(wide, maxPushWindow))
+	}
+	return w
 }
 
 // flush is the trailing edge of r's window: the latest counts, when the window had changes. A
@@ -86,7 +90,7 @@ func (h *Hub) flush(room uuid.UUID, r *localRoom) {
 func (h *Hub) pushLocked(room uuid.UUID, r *localRoom, now time.Time) {
 	r.pending = false
 	r.lastPush = now
-	r.window = h.pushWindow(r.last.SessionCount)
+	r.window = pushWindow(h.cfg.StatsPushInterval, h.cfg.StatsPushRoomRate, r.last.SessionCount)
 	frame := StatsFrame(r.last)
 	for c := range r.members {
 		if c.welcomed {

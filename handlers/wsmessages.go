@@ -24,8 +24,8 @@ import (
 //	online_stats  the room's counts (presencestats.OnlineStats): once right after joining (the
 //	              snapshot, which counts the joiner: no push or chat reaches a session before
 //	              it) and after every change, coalesced per room (the first change after a
-//	              quiet window at once; a window grows with the room up to
-//	              STATS_PUSH_INTERVAL: wshub_push.go)
+//	              quiet window at once; the window is STATS_PUSH_INTERVAL, wider in a large
+//	              room: wshub_push.go)
 //	message       a chat message relayed to everyone in the room, on every instance
 //	pong          the answer to {"type":"ping"}
 //	error         a bad frame (the connection stays open): data.code is one of the Code* below

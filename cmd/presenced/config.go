@@ -35,7 +35,8 @@ type Config struct {
 	MaxMessageBytes        int            // MAX_MESSAGE_BYTES
 	PresenceTTL            time.Duration  // PRESENCE_TTL
 	SweepInterval          time.Duration  // SWEEP_INTERVAL
-	StatsPushInterval      time.Duration  // STATS_PUSH_INTERVAL
+	StatsPushInterval      time.Duration  // STATS_PUSH_INTERVAL: a room's push window (the shortest gap between two online_stats)
+	StatsPushRoomRate      int            // STATS_PUSH_ROOM_RATE: online_stats frames a second a room's pushes may cost (wider windows); 0: off
 	StatsCacheTTL          time.Duration  // STATS_CACHE_TTL
 	HeartbeatEventInterval time.Duration  // HEARTBEAT_EVENT_INTERVAL
 	ChatRatePerSecond      float64        // CHAT_RATE: chat messages per second per connection
@@ -116,7 +117,8 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		MaxMessageBytes:        r.integer("MAX_MESSAGE_BYTES", 4096, 64, 1<<20),
 		PresenceTTL:            r.duration("PRESENCE_TTL", 60*time.Second),
 		SweepInterval:          r.duration("SWEEP_INTERVAL", 5*time.Second),
-		StatsPushInterval:      r.duration("STATS_PUSH_INTERVAL", 100*time.Millisecond),
+		StatsPushInterval:      r.duration("STATS_PUSH_INTERVAL", 5*time.Millisecond),
+		StatsPushRoomRate:      r.integer("STATS_PUSH_ROOM_RATE", 10000, 0, 1<<30),
 		StatsCacheTTL:          r.duration("STATS_CACHE_TTL", 5*time.Second),
 		HeartbeatEventInterval: r.duration("HEARTBEAT_EVENT_INTERVAL", 5*time.Minute),
 		ChatRatePerSecond:      r.float("CHAT_RATE", 5),

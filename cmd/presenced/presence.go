@@ -40,7 +40,7 @@ func startPresence(cfg Config, log *slog.Logger, reg prometheus.Registerer, rdb 
 		Store: store, Auth: auth, Logger: log, Registry: reg, History: history,
 		AllowedOrigins:  cfg.AllowedOrigins,
 		MaxMessageBytes: cfg.MaxMessageBytes, PresenceTTL: cfg.PresenceTTL,
-		StatsPushInterval: cfg.StatsPushInterval, StatsCacheTTL: cfg.StatsCacheTTL,
+		StatsPushInterval: cfg.StatsPushInterval, StatsPushRoomRate: cfg.StatsPushRoomRate, StatsCacheTTL: cfg.StatsCacheTTL,
 		HeartbeatEventInterval: cfg.HeartbeatEventInterval,
 		ChatRatePerSecond:      cfg.ChatRatePerSecond, ChatBurst: cfg.ChatBurst, SendBuffer: cfg.SendBuffer,
 		ResumeWindow: cfg.ResumeWindow,

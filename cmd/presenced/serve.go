@@ -113,6 +113,7 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger) (*service, er
 		Checks: []handlers.ReadinessCheck{
 			{Name: "database", Check: pool.Ping},
 			{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+			{Name: "channels", Check: presence.Hub.CheckSubscribed},
 		},
 		Features:       features,
 		TrustedProxies: cfg.TrustedProxies,

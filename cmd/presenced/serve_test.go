@@ -90,7 +90,8 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	base := startServer(t, map[string]string{"REDIS_URL": redis.URL(), "DATABASE_URL": dsn})
 
 	code, body := getReady(t, base)
-	if code != http.StatusOK || body.Dependencies["redis"].Status != "up" || body.Dependencies["database"].Status != "up" {
+	if code != http.StatusOK || body.Dependencies["redis"].Status != "up" || body.Dependencies["database"].Status != "up" ||
+		body.Dependencies["channels"].Status != "up" {
 		t.Fatalf("with everything up: %d %+v", code, body)
 	}
 
@@ -103,12 +104,18 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	if got := last.Dependencies["database"].Status; got != "up" {
 		t.Errorf("database while Redis is down: %q, want up", got)
 	}
+	if got := last.Dependencies["channels"].Status; got != "down" {
+		t.Errorf("channels while Redis is down: %q, want down (the instance hears no other)", got)
+	}
 
 	redis.Start()
 	waitFor(t, 10*time.Second, func() bool {
 		code, last = getReady(t, base)
 		return code == http.StatusOK
 	})
+	if got := last.Dependencies["channels"].Status; got != "up" {
+		t.Errorf("channels once Redis is back and /readyz is 200: %q, want up", got)
+	}
 
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
