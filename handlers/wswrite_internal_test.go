@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -16,9 +17,17 @@ import (
 // countingConn is the network side of a batchedConn: it keeps every write call.
 type countingConn struct {
 	net.Conn
-	writes [][]byte
-	fail   error
+	writes    [][]byte
+	deadlines []time.Time // every deadline set on the connection
+	fail      error
 }
+
+func (c *countingConn) SetWriteDeadline(t time.Time) error {
+	c.deadlines = append(c.deadlines, t)
+	return nil
+}
+
+func (c *countingConn) SetDeadline(t time.Time) error { return c.SetWriteDeadline(t) }
 
 func (c *countingConn) Write(p []byte) (int, error) {
 	if c.fail != nil {
@@ -118,5 +127,49 @@ func TestBatchedConnWriteError(t *testing.T) {
 	more = false
 	if _, err := b.Write(serverFrame(websocket.TextMessage, []byte("b"))); err == nil {
 		t.Fatal("the write that flushed held frames to a broken connection reported no error")
+	}
+}
+
+// The write deadline gorilla asks for before every frame reaches the connection at most once per
+// deadlineSlack while frames keep coming, never earlier than asked and at most deadlineSlack later;
+// a deadline asked for beyond that, or cleared, is set at once.
+func TestBatchedConnWriteDeadline(t *testing.T) {
+	more := false
+	b, nc := newBatched(&more)
+	t0 := time.Unix(1_000_000, 0)
+	const wait = 5 * time.Second
+	for i := range 2000 { // a frame every millisecond for 2 s
+		asked := t0.Add(time.Duration(i)*time.Millisecond + wait)
+		if err := b.SetWriteDeadline(asked); err != nil {
+			t.Fatal(err)
+		}
+		set := nc.deadlines[len(nc.deadlines)-1]
+		if set.Before(asked) || set.Sub(asked) > deadlineSlack {
+			t.Fatalf("frame %d: deadline %s asked, %s set: want at most %s later", i, asked, set, deadlineSlack)
+		}
+	}
+	if n := len(nc.deadlines); n < 2 || n > 3 {
+		t.Fatalf("%d deadlines set for 2,000 frames over 2 s, want 2 or 3 (one per %s)", n, deadlineSlack)
+	}
+	if err := b.SetWriteDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if last := nc.deadlines[len(nc.deadlines)-1]; !last.IsZero() {
+		t.Fatalf("cleared deadline: %s set, want none", last)
+	}
+	n := len(nc.deadlines)
+	asked := t0.Add(time.Minute)
+	if err := b.SetWriteDeadline(asked); err != nil {
+		t.Fatal(err)
+	}
+	if len(nc.deadlines) != n+1 || !nc.deadlines[n].Equal(asked.Add(deadlineSlack)) {
+		t.Fatalf("after a clear: deadlines %v, want %s set", nc.deadlines[n:], asked.Add(deadlineSlack))
+	}
+	earlier := asked.Add(-2 * deadlineSlack) // an earlier deadline than the one set is set as asked (+ slack)
+	if err := b.SetWriteDeadline(earlier); err != nil {
+		t.Fatal(err)
+	}
+	if got := nc.deadlines[len(nc.deadlines)-1]; !got.Equal(earlier.Add(deadlineSlack)) {
+		t.Fatalf("an earlier deadline: %s set, want %s", got, earlier.Add(deadlineSlack))
 	}
 }
