@@ -66,10 +66,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // window is STATS_PUSH_INTERVAL of the coalescing tests but one (the example: 10 s);
-// STATS_PUSH_ROOM_RATE is its default, 10,000 a second, which widens no window of 10 s.
+// STATS_PUSH_ROOM_RATE is its default, 25,000 a second, which widens no window of 10 s.
 const (
 	window   = 10 * time.Second
-	roomRate = 10000
+	roomRate = 25000
 )
 
 // coalesceRig is a room served by two instances on one Redis, with the same fake clock.
@@ -256,11 +256,11 @@ func TestWSStatsStormBounded(t *testing.T) {
 	}
 }
 
-// With the defaults (STATS_PUSH_INTERVAL 5 ms, STATS_PUSH_ROOM_RATE 10,000), a small room's
+// With the defaults (STATS_PUSH_INTERVAL 1 ms, STATS_PUSH_ROOM_RATE 25,000), a small room's
 // window is the interval, so joins that come one after another reach the members that soon, and
-// a room of 1,005 sessions pushes at most every 100.5 ms (its 1,005 frames a push, 10,000 a second).
+// a room of 1,005 sessions pushes at most every 40.2 ms (its 1,005 frames a push, 25,000 a second).
 func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
-	const small = 5 * time.Millisecond
+	const small = time.Millisecond
 	r := newCoalesceRig(t, small)
 	members := []*wsClient{r.member(t, r.a, 1), r.member(t, r.b, 2)}
 	r.fence(t, members...)
@@ -281,9 +281,9 @@ func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
 	expect("a join in a quiet room of 3:", 3)
 	r.join(t)
 	expect("a join right after the push:")
-	r.clock.Advance(small - time.Millisecond)
+	r.clock.Advance(small - time.Microsecond)
 	expect("before the small room's window ended:")
-	r.clock.Advance(time.Millisecond)
+	r.clock.Advance(time.Microsecond)
 	expect("when the small room's window ended:", 4)
 	r.clock.Advance(small)
 	r.join(t)
@@ -301,7 +301,7 @@ func TestWSStatsWindowGrowsWithRoom(t *testing.T) {
 	expect("1,000 joins within the window:")
 	r.clock.Advance(small)
 	expect("after 1,000 joins, at the end of the small window:", 1005)
-	large := 100500 * time.Microsecond // 1,005 sessions / 10,000 a second
+	large := 40200 * time.Microsecond // 1,005 sessions / 25,000 a second
 	r.join(t)
 	expect("a join right after the push in a room of 1,005:")
 	r.clock.Advance(large - time.Millisecond)

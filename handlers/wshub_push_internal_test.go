@@ -16,7 +16,14 @@ func TestPushWindow(t *testing.T) {
 		sessions int64
 		want     time.Duration
 	}{
-		// The defaults: 5 ms up to 50 sessions, 0.1 ms a session above, 1 s from 10,000.
+		// The defaults: 1 ms up to 25 sessions, 0.04 ms a session above, 1 s from 25,000.
+		{ms, 25000, 0, ms},
+		{ms, 25000, 25, ms},
+		{ms, 25000, 50, 2 * ms},
+		{ms, 25000, 1000, 40 * ms},
+		{ms, 25000, 25000, time.Second},
+		{ms, 25000, 1 << 40, time.Second},
+		// The defaults before 2026-12-07 (5 ms, 10,000 a second).
 		{5 * ms, 10000, 0, 5 * ms},
 		{5 * ms, 10000, 1, 5 * ms},
 		{5 * ms, 10000, 50, 5 * ms},

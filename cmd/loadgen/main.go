@@ -113,7 +113,7 @@ func run() error {
 	flag.Uint64Var(&sc.seed, "seed", 1, "churn, storm: random seed of the plan")
 	flag.DurationVar(&sc.presenceTTL, "presence-ttl", 60*time.Second, "churn: the server's PRESENCE_TTL (settling waits for silent sessions to expire)")
 	flag.DurationVar(&sc.sweep, "sweep", 5*time.Second, "churn: the server's SWEEP_INTERVAL")
-	flag.DurationVar(&sc.window, "push-interval", 5*time.Millisecond, "the server's STATS_PUSH_INTERVAL (the frames bound: one per interval plus one)")
+	flag.DurationVar(&sc.window, "push-interval", time.Millisecond, "the server's STATS_PUSH_INTERVAL (the frames bound: one per interval plus one)")
 	flag.StringVar(&sc.databaseURL, "database-url", "", "churn, storm: the server's DATABASE_URL: check the collector's rows against the truth after the run")
 	flag.BoolVar(&sc.quiet, "quiet", false, "churn, storm: no progress line")
 	roomList := flag.String("room-ids", "", "churn, storm: these rooms (comma-separated UUIDs) instead of -rooms random ones")

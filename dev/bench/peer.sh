@@ -7,7 +7,7 @@
 #   dev/bench/peer.sh [-sizes "200/4 2000/20 5000/50"] [-rounds 1] [-targets "presenced centrifugo"] [-pprof DIR]
 #   make bench-peer [SIZES=2000/20] [ROUNDS=2]
 # Centrifugo is installed pinned into .data/bin with `go install` (module proxy) when missing.
-# Settings passed on to presenced: STATS_PUSH_INTERVAL and STATS_PUSH_ROOM_RATE (default their own: 5ms, 10000). -pprof DIR builds
+# Settings passed on to presenced: STATS_PUSH_INTERVAL and STATS_PUSH_ROOM_RATE (default their own: 1ms, 25000). -pprof DIR builds
 # presenced with -tags pprof and turns on Centrifugo's debug endpoint, and writes both servers'
 # CPU profile of the joins and heap profile (alloc_space) after them per size into DIR.
 set -euo pipefail
@@ -74,7 +74,7 @@ database_url=$TEST_TSDB_URL
 JWT_SECRET=$secret DATABASE_URL=$database_url "$tmp/presenced" migrate up >"$tmp/migrate.log" 2>&1 ||
   { cat "$tmp/migrate.log" >&2; exit 1; }
 presenced_version=$(git describe --always --dirty 2>/dev/null || echo unknown)
-echo "peer: presenced $presenced_version (STATS_PUSH_INTERVAL ${STATS_PUSH_INTERVAL:-5ms}, STATS_PUSH_ROOM_RATE ${STATS_PUSH_ROOM_RATE:-10000}), Centrifugo $CENTRIFUGO_VERSION ($(go version -m "$CENTRIFUGO" | head -1 | cut -d' ' -f2)); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "peer: presenced $presenced_version (STATS_PUSH_INTERVAL ${STATS_PUSH_INTERVAL:-1ms}, STATS_PUSH_ROOM_RATE ${STATS_PUSH_ROOM_RATE:-25000}), Centrifugo $CENTRIFUGO_VERSION ($(go version -m "$CENTRIFUGO" | head -1 | cut -d' ' -f2)); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 # Every client of the load generator dials from 127.0.0.1: the per-address connect rate
 # (CONNECT_RATE, 50 a second after a burst of 1,000) would refuse most of them. Centrifugo has no
