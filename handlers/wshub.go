@@ -202,7 +202,7 @@ func NewHub(cfg HubConfig) *Hub {
 		cfg.WriteWait = 5 * time.Second
 	}
 	if cfg.SendBuffer <= 0 {
-		cfg.SendBuffer = 256
+		cfg.SendBuffer = 128
 	}
 	h := &Hub{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, metrics: newHubMetrics(cfg.Registry),
@@ -222,9 +222,10 @@ func NewHub(cfg HubConfig) *Hub {
 	m.Config.WriteWait = cfg.WriteWait
 	m.Upgrader.CheckOrigin = h.originAllowed
 	m.Upgrader.Error = upgradeError
-	// Memory per connection: a small read buffer of its own (frames larger than it are read in
-	// pieces), and write buffers borrowed from a pool only while a frame is written.
-	m.Upgrader.ReadBufferSize = 512
+	// Memory per connection: a small read buffer of its own (256 bytes: a client's pings and
+	// short chat frames fit, a longer frame is read past it), and write buffers borrowed from a
+	// pool only while a frame is written.
+	m.Upgrader.ReadBufferSize = 256
 	m.Upgrader.WriteBufferSize = 1024
 	m.Upgrader.WriteBufferPool = &sync.Pool{}
 	m.HandleConnect(h.onConnect)

@@ -123,7 +123,7 @@ func LoadConfig(lookupEnv func(string) (string, bool)) (Config, error) {
 		HeartbeatEventInterval: r.duration("HEARTBEAT_EVENT_INTERVAL", 5*time.Minute),
 		ChatRatePerSecond:      r.float("CHAT_RATE", 5),
 		ChatBurst:              r.integer("CHAT_BURST", 10, 1, 10000),
-		SendBuffer:             r.integer("WS_SEND_BUFFER", 256, 1, 1<<16),
+		SendBuffer:             r.integer("WS_SEND_BUFFER", 128, 1, 1<<16),
 		ResumeWindow:           r.duration("RESUME_WINDOW", 10*time.Second),
 
 		EventBatchSize:     r.integer("EVENT_BATCH_SIZE", 1000, 1, 100000),

@@ -89,8 +89,9 @@ func main() {
 		}
 	}
 	var md bytes.Buffer
-	fmt.Fprintf(&md, "`make bench` of %s to %s; %s; Go %s; commit %s. Figures measured on a machine shared with other engineers: noisy.\n\n",
-		started.Format("2006-01-02 15:04"), time.Now().UTC().Format("15:04 UTC"), machine(), strings.TrimPrefix(runtime.Version(), "go"), commit(context.WithoutCancel(ctx)))
+	fmt.Fprintf(&md, "`make bench` of %s to %s; %s; Go %s; commit %s. %s\n\n",
+		started.Format("2006-01-02 15:04"), time.Now().UTC().Format("15:04 UTC"), machine(), strings.TrimPrefix(runtime.Version(), "go"),
+		commit(context.WithoutCancel(ctx)), busyness())
 	writeTable(&md, rows)
 	os.Stdout.Write(md.Bytes())
 	if err := os.WriteFile(filepath.Join(*logDir, "table.md"), md.Bytes(), 0o644); err != nil {

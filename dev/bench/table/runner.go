@@ -119,3 +119,22 @@ func commit(ctx context.Context) string {
 	}
 	return c
 }
+
+// busyness says how busy the machine was over the run, from the 15-minute load average at its
+// end against the cores: above them, other work competed with the benchmarks and latency
+// figures are upper bounds.
+func busyness() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 3 {
+		return "Load of the machine unknown."
+	}
+	load, err := strconv.ParseFloat(f[2], 64)
+	if err != nil {
+		return "Load of the machine unknown."
+	}
+	if cores := runtime.NumCPU(); load > float64(cores) {
+		return fmt.Sprintf("The machine was busy (15-minute load average %s on %d cores at the end): latency figures are upper bounds.", f[2], cores)
+	}
+	return fmt.Sprintf("The machine was otherwise quiet (15-minute load average %s at the end).", f[2])
+}
