@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end presence load on this machine, in one command: a throw-away Redis and one
-# `presenced serve` on free loopback ports (no database: the event collector spools to a temp
-# dir), then cmd/loadgen with 2,000 WebSocket clients in 20 rooms; everything is stopped after.
+# `presenced serve` on free loopback ports (no database: the events wait in the Redis outbox,
+# which the run's throw-away Redis drops at the end), then cmd/loadgen with 2,000 WebSocket clients in 20 rooms; everything is stopped after.
 #   dev/bench/loadgen.sh [loadgen flags...]      e.g. dev/bench/loadgen.sh -clients 500 -rooms 5
 #   INSTANCES=2 dev/bench/loadgen.sh -scenario churn -clients 500 -rooms 5 -hold 30s
 # INSTANCES=N starts N servers on the same Redis and gives loadgen all their URLs (churn and storm
