@@ -68,6 +68,7 @@ type config struct {
 	timeout  time.Duration
 	joinMax  time.Duration
 	linger   time.Duration
+	chatWait time.Duration // steps: pause between the last join and the first chat message
 }
 
 // protocol is what differs between the targets: how a member joins a room, what its frames say,
@@ -93,6 +94,7 @@ func run() error {
 	flag.IntVar(&c.rooms, "rooms", 20, "rooms the clients are spread over (storm: 1)")
 	flag.IntVar(&c.chat, "chat", 10, "steps: chat messages per room once every room is full, one at a time (0: none)")
 	flag.IntVar(&c.pid, "pid", 0, "steps: the server's process id: RSS and CPU are read from /proc/<pid> (same machine)")
+	flag.DurationVar(&c.chatWait, "chat-after", 2*time.Second, "steps: pause between the last join and the first chat message, so that the chat is timed in a steady state (not during either server's after-work of the joins: here the history's writes)")
 	flag.DurationVar(&c.linger, "linger", 0, "steps: keep the connections open this long after printing the result (to profile the server)")
 	flag.BoolVar(&c.json, "json", false, "print the result as one JSON object")
 	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "stop after this long (churn, storm: by default ramp + hold + presence-ttl + sweep + 2m)")

@@ -79,6 +79,7 @@ func runSteps(ctx context.Context, c config, proto protocol) error {
 		res.RSSPerConnKiB = (after["process_resident_memory_bytes"] - heapBefore["process_resident_memory_bytes"]) / n / 1024
 	}
 	if c.chat > 0 {
+		sleepUntil(ctx, time.Now().Add(c.chatWait))
 		msgs, err := eachRoom(rooms, func(room *roomState) ([]time.Duration, error) { return chatRoom(ctx, c, proto, room) })
 		if err != nil {
 			return err
