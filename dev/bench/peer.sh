@@ -4,12 +4,15 @@
 # chat), each server a fresh process, in alternation (presenced, Centrifugo, presenced, ...), on the
 # same throw-away Redis (Centrifugo's Redis engine; presenced's presence) with presenced writing
 # its history to a throw-away local TimescaleDB (dev/services.sh test). Prints one table.
-#   dev/bench/peer.sh [-sizes "200/4 2000/20 5000/50"] [-rounds 1] [-targets "presenced centrifugo"] [-pprof DIR]
+#   dev/bench/peer.sh [-sizes "200/4 2000/20 5000/50"] [-rounds 1] [-targets "presenced centrifugo"] [-pprof DIR] [-farm RUNS]
 #   make bench-peer [SIZES=2000/20] [ROUNDS=2]
 # Centrifugo is installed pinned into .data/bin with `go install` (module proxy) when missing.
 # Settings passed on to presenced: STATS_PUSH_INTERVAL and STATS_PUSH_ROOM_RATE (default their own: 1ms, 25000). -pprof DIR builds
 # presenced with -tags pprof and turns on Centrifugo's debug endpoint, and writes both servers'
 # CPU profile of the joins and heap profile (alloc_space) after them per size into DIR.
+# -farm RUNS then also times, per size, the whole load generator run (joins, then chat) against
+# both servers with farm-bench (RUNS runs each, paired A B A B: presenced A, Centrifugo B): both
+# servers stay up for it, and its ratio is the wall time of the same workload end to end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -18,6 +21,7 @@ CENTRIFUGO=$ROOT/.data/bin/centrifugo
 sizes="200/4 2000/20 5000/50"
 rounds=1
 pprof=
+farm=0
 targets="presenced centrifugo"
 while [ $# -gt 0 ]; do
   case $1 in
@@ -25,6 +29,7 @@ while [ $# -gt 0 ]; do
   -rounds) rounds=$2; shift 2 ;;
   -targets) targets=$2; shift 2 ;;
   -pprof) pprof=$(mkdir -p "$2" && cd "$2" && pwd); shift 2 ;;
+  -farm) farm=$2; shift 2 ;;
   *) echo "usage: dev/bench/peer.sh [-sizes \"200/4 2000/20 5000/50\"] [-rounds N] [-targets \"presenced centrifugo\"] [-pprof DIR]" >&2; exit 2 ;;
   esac
 done
@@ -39,13 +44,14 @@ if [ -z "${TEST_REDIS_URL:-}" ]; then
     mkdir -p "$ROOT/.data/bin"
     GOBIN=$ROOT/.data/bin nice -n 10 go install "github.com/centrifugal/centrifugo/v6@$CENTRIFUGO_VERSION"
   fi
-  exec dev/services.sh test "$0" -sizes "$sizes" -rounds "$rounds" -targets "$targets" ${pprof:+-pprof "$pprof"}
+  exec dev/services.sh test "$0" -sizes "$sizes" -rounds "$rounds" -targets "$targets" ${pprof:+-pprof "$pprof"} -farm "$farm"
 fi
 
 tmp=$(mktemp -d -t presence-peer.XXXXXX)
 server=
+others=
 cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  for p in $server $others; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -140,6 +146,24 @@ for size in $sizes; do
     done
   done
 done
+
+# -farm: the whole run of the same workload against both servers, up side by side, paired.
+if [ "$farm" -gt 0 ]; then
+  command -v farm-bench >/dev/null || { echo "peer: -farm needs farm-bench on PATH" >&2; exit 1; }
+  for size in $sizes; do
+    clients=${size%/*} rooms=${size#*/}
+    start_presenced; purl=$url ppid=$server others="$server"; server=
+    start_centrifugo; curl_=$url cpid=$server others="$others $server"; server=
+    echo "peer: farm-bench, $clients clients in $rooms rooms, $farm runs each (A presenced, B Centrifugo)" >&2
+    # -pid: memory and CPU from /proc for both (without it, the presenced target polls /metrics
+    # until two collections have run, seconds that are not the workload's).
+    lg="$tmp/loadgen -clients $clients -rooms $rooms -chat 10 -chat-after 0"
+    JWT_SECRET=$secret farm-bench -n "$farm" --timeout 3600 --vs "$lg -target centrifugo -url $curl_ -pid $cpid" -- \
+      $lg -target presenced -url "$purl" -pid "$ppid"
+    for p in $others; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+    others=
+  done
+fi
 
 mkdir -p .data/bench && cp "$tmp/results.jsonl" ".data/bench/peer-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 python3 - "$tmp/results.jsonl" <<'EOF'
