@@ -217,7 +217,18 @@ func TestDeployKitMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws.Close() // a leave (reason closed) on the server
+	// Closed once joined (its snapshot came): a close before the join is no leave.
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("the second connection's snapshot: %v", err)
+		}
+		if f, ok := decodeFrame(b); ok && f.Type == handlers.TypeOnlineStats {
+			break
+		}
+	}
+	ws.Close() // a leave on the server
 
 	admin, err := auth.Mint(uuid.New(), handlers.RoleAdmin, time.Hour)
 	if err != nil {
