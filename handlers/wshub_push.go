@@ -17,10 +17,10 @@ import (
 // pushWindow(s), s being the session_count it carried: STATS_PUSH_INTERVAL, longer in a large
 // room. The first change after the window ended is pushed at once (leading edge) and opens the
 // next window; the changes made within a window are pushed once, with the latest counts, when it
-// ends (trailing edge), and that push opens the next window. So two online_stats of a room reach a member at least pushWindow(s) apart, s
-// being the session_count of the first, and the last one has the latest counts. Every instance
-// does the same with what it hears on the room's channel, and since all of them see the same
-// counts, their windows agree.
+// ends (trailing edge), and that push opens the next window. So two online_stats of a room reach
+// a member at least pushWindow(s) apart, s being the session_count of the first, and the last one
+// has the latest counts. Every instance does the same with what it hears on the room's channel,
+// and since all of them see the same counts, their windows agree.
 func (h *Hub) applyStats(st presencestats.OnlineStats) {
 	h.cachePut(st)
 	h.mu.Lock()
