@@ -63,7 +63,12 @@ func TestOutboxDatabaseOutage(t *testing.T) {
 			pool := storagetest.Connect(t, ts.DSN(), true)
 			p, rdb := newPresence(t, time.Minute)
 			prefix := p.KeyPrefix()
-			c := newCollector(t, pool, nil)
+			// The fresh database that comes back is migrated while the outbox writes into it: on
+			// the local engine (one backend, under the race detector and other test packages) a
+			// first write has taken longer than the tests' usual 5 s, and a write that always
+			// times out is retried forever. 30 s is for a slow machine, not a bound of the product.
+			slowFirstWrite := func(cfg *storage.CollectorConfig) { cfg.WriteTimeout = 30 * time.Second }
+			c := newCollector(t, pool, slowFirstWrite)
 			o := startOutbox(t, rdb, c, prefix, 500*time.Millisecond)
 			ts.Stop()
 
@@ -87,14 +92,14 @@ func TestOutboxDatabaseOutage(t *testing.T) {
 				if length, _ := outboxLength(t, rdb, prefix, ids); length != n {
 					t.Fatalf("outbox after a shutdown during the outage: %d entries, want all %d", length, n)
 				}
-				c = newCollector(t, pool, nil)
+				c = newCollector(t, pool, slowFirstWrite)
 				o = startOutbox(t, rdb, c, prefix, 500*time.Millisecond) // the new instance, still during the outage
 			}
 
 			// The database comes back (empty, as a fresh instance) and is migrated.
 			ts2 := storagetest.StartTimescale(t, ts.Port)
 			pool2 := storagetest.Connect(t, ts2.DSN(), true)
-			waitUntil(t, 60*time.Second, "the outbox emptied into the database", func() bool {
+			waitUntil(t, 2*time.Minute, "the outbox emptied into the database", func() bool {
 				length, pending := outboxLength(t, rdb, prefix, ids)
 				return length == 0 && pending == 0
 			})
