@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"presencestats"
 	"presencestats/handlers"
 	"presencestats/storage"
 	"presencestats/storage/storagetest"
@@ -170,36 +170,12 @@ func (d *failoverDrill) open() {
 }
 
 func (c *failoverClient) read() {
-	for {
-		_, b, err := c.conn.ReadMessage()
-		if err != nil {
-			return
+	followSession(c.conn, &c.mu, func(id uuid.UUID) { c.id = id }, func(st presencestats.OnlineStats) {
+		c.online, c.degraded = st.OnlineCount, st.Degraded
+		if !st.Degraded && c.id != uuid.Nil {
+			c.joined = true
 		}
-		f, ok := decodeFrame(b)
-		if !ok {
-			continue
-		}
-		c.mu.Lock()
-		switch f.Type {
-		case handlers.TypeWelcome:
-			var w handlers.WelcomeData
-			if json.Unmarshal(f.Data, &w) == nil {
-				c.id = w.SessionID
-			}
-		case handlers.TypeOnlineStats:
-			var st struct {
-				Online   int64 `json:"online_count"`
-				Degraded bool  `json:"degraded"`
-			}
-			if json.Unmarshal(f.Data, &st) == nil {
-				c.online, c.degraded = st.Online, st.Degraded
-				if !st.Degraded && c.id != uuid.Nil {
-					c.joined = true
-				}
-			}
-		}
-		c.mu.Unlock()
-	}
+	})
 }
 
 // closeOne closes a random open client (a leave).

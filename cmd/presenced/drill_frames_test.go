@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
 
+	"presencestats"
 	"presencestats/handlers"
 )
 
@@ -21,6 +24,38 @@ type serverFrame struct {
 // decodeFrame reads a frame's envelope; ok is false for bytes that are not one.
 func decodeFrame(b []byte) (f serverFrame, ok bool) {
 	return f, json.Unmarshal(b, &f) == nil
+}
+
+// followSession reads conn's frames until the connection ends and hands a drill client what it
+// follows of its session, each call under mu: welcome the session id of the welcome frame, stats
+// every online_stats.
+func followSession(conn *websocket.Conn, mu *sync.Mutex, welcome func(id uuid.UUID), stats func(st presencestats.OnlineStats)) {
+	for {
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		f, ok := decodeFrame(b)
+		if !ok {
+			continue
+		}
+		switch f.Type {
+		case handlers.TypeWelcome:
+			var w handlers.WelcomeData
+			if json.Unmarshal(f.Data, &w) == nil {
+				mu.Lock()
+				welcome(w.SessionID)
+				mu.Unlock()
+			}
+		case handlers.TypeOnlineStats:
+			var st presencestats.OnlineStats
+			if json.Unmarshal(f.Data, &st) == nil {
+				mu.Lock()
+				stats(st)
+				mu.Unlock()
+			}
+		}
+	}
 }
 
 // roomsStats asks the instance at base for the counts of rooms (GET /api/rooms/stats), with a

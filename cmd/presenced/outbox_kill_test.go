@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -292,33 +291,12 @@ func openDrill(t *testing.T, base, token string, room uuid.UUID, instance int) *
 	t.Cleanup(func() { conn.Close() })
 	go func() {
 		defer close(c.readDone)
-		for {
-			_, b, err := conn.ReadMessage()
-			if err != nil {
-				return
+		followSession(conn, &c.mu, func(id uuid.UUID) { c.id = id }, func(st presencestats.OnlineStats) {
+			c.last, c.frames = st, c.frames+1
+			if !st.Degraded && c.id != uuid.Nil {
+				c.joined = true
 			}
-			f, ok := decodeFrame(b)
-			if !ok {
-				continue
-			}
-			c.mu.Lock()
-			switch f.Type {
-			case handlers.TypeWelcome:
-				var w handlers.WelcomeData
-				if json.Unmarshal(f.Data, &w) == nil {
-					c.id = w.SessionID
-				}
-			case handlers.TypeOnlineStats:
-				var st presencestats.OnlineStats
-				if json.Unmarshal(f.Data, &st) == nil {
-					c.last, c.frames = st, c.frames+1
-					if !st.Degraded && c.id != uuid.Nil {
-						c.joined = true
-					}
-				}
-			}
-			c.mu.Unlock()
-		}
+		})
 	}()
 	return c
 }
