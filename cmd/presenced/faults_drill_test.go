@@ -160,14 +160,7 @@ func TestDrillRedisRestart(t *testing.T) {
 	}
 	r := startAOFRedis(t)
 	c := newDrillCluster(t, 2, 2, nil, map[string]string{"REDIS_URL": r.url()})
-	users := make([]uuid.UUID, 6)
-	for i := range users {
-		users[i] = uuid.New()
-	}
-	for k := range 12 {
-		c.join(k%2, users[k%len(users)], c.rooms[k%2])
-	}
-	c.settle("start", 15*time.Second)
+	users := c.seat(6, 12)
 	before := c.live()
 
 	r.kill()
@@ -295,14 +288,7 @@ func TestDrillDatabaseRestart(t *testing.T) {
 	ts := startPersistentTimescale(t)
 	pool := storagetest.Connect(t, ts.dsn(), true)
 	c := newDrillCluster(t, 2, 2, pool, nil)
-	users := make([]uuid.UUID, 6)
-	for i := range users {
-		users[i] = uuid.New()
-	}
-	for k := range 12 {
-		c.join(k%2, users[k%len(users)], c.rooms[k%2])
-	}
-	c.settle("start", 15*time.Second)
+	users := c.seat(6, 12)
 
 	ts.kill()
 	down := time.Now()

@@ -96,6 +96,21 @@ func (c *drillCluster) kill(i int) []*drillClient {
 	return lost
 }
 
+// seat makes users distinct users and joins sessions sessions of them one after another, spread
+// over the instances and the rooms in turn (a user holds several sessions, in several rooms),
+// then waits until every client and instance agrees on the counts; it returns the users.
+func (c *drillCluster) seat(users, sessions int) []uuid.UUID {
+	us := make([]uuid.UUID, users)
+	for i := range us {
+		us[i] = uuid.New()
+	}
+	for k := range sessions {
+		c.join(k%len(c.procs), us[k%users], c.rooms[k%len(c.rooms)])
+	}
+	c.settle("start", 15*time.Second)
+	return us
+}
+
 // join opens a session of user in room on instance i and waits for its join.
 func (c *drillCluster) join(i int, user, room uuid.UUID) *drillClient {
 	c.t.Helper()
@@ -238,14 +253,7 @@ func TestThreeInstancesOneTruth(t *testing.T) {
 		t.Skip("builds and runs presenced three times")
 	}
 	c := newDrillCluster(t, 3, 2, nil, nil)
-	users := make([]uuid.UUID, 8)
-	for i := range users {
-		users[i] = uuid.New()
-	}
-	for k := range 18 {
-		c.join(k%3, users[k%len(users)], c.rooms[k%2])
-	}
-	c.settle("start", 15*time.Second)
+	users := c.seat(8, 18)
 	within := 20 * time.Second // PRESENCE_TTL + SWEEP_INTERVAL, with room for a loaded machine
 	turn := 0
 	for pass := range 2 {
