@@ -92,12 +92,20 @@ func machine() string {
 			}
 		}
 	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			s += ", load " + f[0]
-		}
+	if l := loadAverages(); l != nil {
+		s += ", load " + l[0]
 	}
 	return s
+}
+
+// loadAverages returns the 1, 5 and 15-minute load averages of /proc/loadavg as written there,
+// nil when unknown.
+func loadAverages() []string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return f[:3]
+	}
+	return nil
 }
 
 func redisVersion(ctx context.Context) string {
@@ -124,17 +132,16 @@ func commit(ctx context.Context) string {
 // end against the cores: above them, other work competed with the benchmarks and latency
 // figures are upper bounds.
 func busyness() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if err != nil || len(f) < 3 {
+	l := loadAverages()
+	if l == nil {
 		return "Load of the machine unknown."
 	}
-	load, err := strconv.ParseFloat(f[2], 64)
+	load, err := strconv.ParseFloat(l[2], 64)
 	if err != nil {
 		return "Load of the machine unknown."
 	}
 	if cores := runtime.NumCPU(); load > float64(cores) {
-		return fmt.Sprintf("The machine was busy (15-minute load average %s on %d cores at the end): latency figures are upper bounds.", f[2], cores)
+		return fmt.Sprintf("The machine was busy (15-minute load average %s on %d cores at the end): latency figures are upper bounds.", l[2], cores)
 	}
-	return fmt.Sprintf("The machine was otherwise quiet (15-minute load average %s at the end).", f[2])
+	return fmt.Sprintf("The machine was otherwise quiet (15-minute load average %s at the end).", l[2])
 }
