@@ -41,6 +41,26 @@ type ClusterNode struct {
 // Addr returns the node's host:port.
 func (n *ClusterNode) Addr() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
 
+// running reports whether the node's process has not exited.
+func (n *ClusterNode) running() bool {
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// firstRunning returns the first node whose process runs, nil when none does.
+func (c *RedisCluster) firstRunning() *ClusterNode {
+	for _, n := range c.Nodes {
+		if n.running() {
+			return n
+		}
+	}
+	return nil
+}
+
 // Kill SIGKILLs the node (a crash: what it had not replicated is lost) and waits for its exit.
 func (n *ClusterNode) Kill() {
 	_ = n.cmd.Process.Signal(syscall.SIGKILL)
@@ -129,10 +149,8 @@ func (c *RedisCluster) WaitHealthy(tb testing.TB, timeout time.Duration) {
 	for {
 		problem := ""
 		for _, n := range c.Nodes {
-			select {
-			case <-n.done:
+			if !n.running() {
 				continue // killed
-			default:
 			}
 			info := c.cli(n, "cluster", "info")
 			if !strings.Contains(info, "cluster_state:ok") {
@@ -159,31 +177,27 @@ func (c *RedisCluster) WaitHealthy(tb testing.TB, timeout time.Duration) {
 // the slot has none (its master failed and no replica took over yet).
 func (c *RedisCluster) MasterOf(tb testing.TB, slot int) *ClusterNode {
 	tb.Helper()
-	for _, n := range c.Nodes {
-		select {
-		case <-n.done:
+	n := c.firstRunning()
+	if n == nil {
+		return nil
+	}
+	for _, line := range strings.Split(c.cli(n, "cluster", "nodes"), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
 			continue
-		default:
 		}
-		for _, line := range strings.Split(c.cli(n, "cluster", "nodes"), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
-				continue
+		for _, r := range f[8:] {
+			lo, hi, _ := strings.Cut(r, "-")
+			if hi == "" {
+				hi = lo
 			}
-			for _, r := range f[8:] {
-				lo, hi, _ := strings.Cut(r, "-")
-				if hi == "" {
-					hi = lo
-				}
-				a, err1 := strconv.Atoi(lo)
-				b, err2 := strconv.Atoi(hi)
-				if err1 == nil && err2 == nil && a <= slot && slot <= b {
-					addr, _, _ := strings.Cut(f[1], "@")
-					return c.Node(addr)
-				}
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil && a <= slot && slot <= b {
+				addr, _, _ := strings.Cut(f[1], "@")
+				return c.Node(addr)
 			}
 		}
-		break
 	}
 	return nil
 }
@@ -191,20 +205,15 @@ func (c *RedisCluster) MasterOf(tb testing.TB, slot int) *ClusterNode {
 // MasterOfKey returns the node that masters key's slot now (nil: none, see MasterOf).
 func (c *RedisCluster) MasterOfKey(tb testing.TB, key string) *ClusterNode {
 	tb.Helper()
-	for _, n := range c.Nodes {
-		select {
-		case <-n.done:
-			continue
-		default:
-		}
-		slot, err := strconv.Atoi(strings.TrimSpace(c.cli(n, "cluster", "keyslot", key)))
-		if err != nil {
-			tb.Fatalf("cluster keyslot %s: %v", key, err)
-		}
-		return c.MasterOf(tb, slot)
+	n := c.firstRunning()
+	if n == nil {
+		tb.Fatal("no Redis Cluster node running")
 	}
-	tb.Fatal("no Redis Cluster node running")
-	return nil
+	slot, err := strconv.Atoi(strings.TrimSpace(c.cli(n, "cluster", "keyslot", key)))
+	if err != nil {
+		tb.Fatalf("cluster keyslot %s: %v", key, err)
+	}
+	return c.MasterOf(tb, slot)
 }
 
 // ReplicaOf returns a replica of master, or nil.
